@@ -1,0 +1,39 @@
+"""Problems with known answers, shared by the tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def least_squares_problem(n=64, d=4, seed=0, dtype=np.float32, noise=0.1):
+    """(x, y), the lstsq solution, and the curvature range (mu, L) of
+    f(w) = 1/(2n) ||x w - y||^2 (no bias)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(dtype)
+    w = rng.normal(size=(d,)).astype(dtype)
+    y = (x @ w + noise * rng.normal(size=(n,))).astype(dtype)
+    w_star = np.linalg.lstsq(x.astype(np.float64), y.astype(np.float64), rcond=None)[0]
+    eig = np.linalg.eigvalsh(x.astype(np.float64).T @ x.astype(np.float64) / n)
+    return (jnp.asarray(x), jnp.asarray(y)), w_star, float(eig[0]), float(eig[-1])
+
+
+def ls_loss(params, batch):
+    """1/(2|B|) sum ||x w - y||^2: a plain user loss (no weights support)."""
+    x, y = batch
+    r = x @ params["w"] - y
+    return 0.5 * jnp.mean(r * r)
+
+
+def ls_value(w, x, y):
+    r = np.asarray(x, np.float64) @ np.asarray(w, np.float64) - np.asarray(y, np.float64)
+    return 0.5 * float(np.mean(r * r))
+
+
+def zeros_params(d, dtype=jnp.float32):
+    return {"w": jnp.zeros((d,), dtype)}
+
+
+def key(seed=0):
+    return jax.random.key(seed)
