@@ -147,6 +147,7 @@ class _Static(NamedTuple):
     monitor_every: int
     has_val: bool
     plateau: bool
+    stride: int
 
 
 def _tree_select(pred, new, old):
@@ -257,14 +258,21 @@ def run_epochs(
         ran = count > 0
         e_loss = jnp.where(ran, loss_sum / jnp.maximum(count, 1), nan)
         e_gn = jnp.where(ran, gn_sum / jnp.maximum(count, 1), nan)
-        loss_h = hist.loss.at[e].set(e_loss)
-        gn_h = hist.grad_norm.at[e].set(e_gn)
+        # History slot of epoch e: e // stride (the last epoch of each window of
+        # `stride` epochs wins), so a long run keeps at most `history_size` rows.
+        slot = e // static.stride
+        loss_h = hist.loss.at[slot].set(e_loss)
+        gn_h = hist.grad_norm.at[slot].set(e_gn)
         val_h, met_h = hist.val_loss, hist.metric
         eval_data = val_data if static.has_val else data
         if static.has_val:
-            val_h = val_h.at[e].set(static.loss(params, val_data).astype(nan.dtype))
+            val_h = val_h.at[slot].set(
+                static.loss(params, val_data).astype(nan.dtype)
+            )
         if static.metric is not None:
-            met_h = met_h.at[e].set(static.metric(params, eval_data).astype(nan.dtype))
+            met_h = met_h.at[slot].set(
+                static.metric(params, eval_data).astype(nan.dtype)
+            )
         mon_h = dict(hist.monitors)
         for name, fn in static.monitors:
             value = jax.lax.cond(
@@ -273,7 +281,9 @@ def run_epochs(
                 lambda p: nan,
                 params,
             )
-            mon_h[name] = mon_h[name].at[e].set(value)
+            mon_h[name] = jnp.where(
+                jnp.isnan(value), mon_h[name], mon_h[name].at[slot].set(value)
+            )
         history = History(loss_h, gn_h, val_h, met_h, mon_h)
 
         best, bad_epochs = state.best_loss, state.bad_epochs
@@ -325,7 +335,7 @@ def _advance_donated(static, state, data, val_data, key, criteria, epoch_limit):
 
 def initial_state(static: _Static, params: Params, opt_state: PyTree, dtype) -> FitResult:
     """The state of a run before its first epoch (history all NaN)."""
-    nan = np.full((static.epochs,), np.nan, dtype)
+    nan = np.full((-(-static.epochs // static.stride),), np.nan, dtype)
     history = History(
         loss=nan,
         grad_norm=nan.copy(),
@@ -388,6 +398,7 @@ def prepare(
     guard: bool = True,
     check_finite: bool = True,
     resume: FitResult | None = None,
+    history_size: int = 10_000,
 ) -> Prepared:
     """Validate every argument of :func:`fit` on the host and build its state.
 
@@ -416,6 +427,8 @@ def prepare(
         V.check_nonnegative(tol, "tol")
         patience = V.check_int(patience, "patience", minimum=1)
     monitor_every = V.check_int(monitor_every, "monitor_every", minimum=1)
+    history_size = V.check_int(history_size, "history_size", minimum=1)
+    stride = -(-epochs // history_size)
     if val_data is not None:
         V.check_data(val_data, "val_data", check_finite=check_finite)
         val_data = jax.device_put(val_data)
@@ -442,7 +455,7 @@ def prepare(
     dtype = np.dtype(out.dtype)
 
     if resume is not None:
-        state = _check_resume(resume, params, epochs, monitors)
+        state = _check_resume(resume, params, -(-epochs // stride), monitors)
         opt_state = state.opt_state
     else:
         opt_state = transform.init(params)
@@ -468,6 +481,7 @@ def prepare(
         monitor_every=monitor_every,
         has_val=val_data is not None,
         plateau=tol is not None,
+        stride=stride,
     )
     if resume is None:
         state = initial_state(static, params, opt_state, dtype)
@@ -494,14 +508,15 @@ def _check_hyperparams(hyperparams: Mapping[str, Any]) -> None:
             checks[name](value, f"hyperparams[{name!r}]")
 
 
-def _check_resume(resume: FitResult, params: Params, epochs: int, monitors) -> FitResult:
+def _check_resume(resume: FitResult, params: Params, rows: int, monitors) -> FitResult:
     if not isinstance(resume, FitResult):
         raise TypeError(f"resume must be a FitResult, got {V.describe(resume)}.")
     V.check_same_structure(params, resume.params, "params", "resume.params")
-    if resume.history.loss.shape != (epochs,):
+    if resume.history.loss.shape[-1] != rows:
         raise ValueError(
-            f"resume holds a history of {resume.history.loss.shape[0]} epochs but "
-            f"epochs={epochs}; resume with the same epoch budget."
+            f"resume holds a history of {resume.history.loss.shape[-1]} rows but "
+            f"this call's epochs and history_size give {rows}; resume with the same "
+            "epoch budget."
         )
     if sorted(resume.history.monitors) != [name for name, _ in monitors]:
         raise ValueError(
@@ -541,7 +556,9 @@ def drive(
             reached = int(np.min(np.asarray(state.epoch)))
             if bar is not None:
                 bar.update(max(reached, limit) - done)
-                loss = np.asarray(state.history.loss)[..., max(reached - 1, 0)]
+                loss = np.asarray(state.history.loss)[
+                    ..., max(reached - 1, 0) // static.stride
+                ]
                 bar.set_postfix(loss=f"{np.nanmean(loss):.4g}")
             done = max(reached, limit)
             running = np.asarray(state.status) == Status.RUNNING
@@ -601,6 +618,7 @@ def fit(
     check_finite: bool = True,
     resume: FitResult | None = None,
     donate: bool = False,
+    history_size: int = 10_000,
 ) -> FitResult:
     """Run gradient descent to a stop, as one compiled program.
 
@@ -641,6 +659,10 @@ def fit(
       resume: a :class:`FitResult` to continue (same loss, data, budget).
       donate: donate the run state's buffers to the program (saves memory on
         large models; the ``params`` you passed must not be used afterwards).
+      history_size: the most history rows kept. With more epochs than this,
+        row ``e // stride`` holds epoch e's record (the last of each window of
+        ``stride = ceil(epochs / history_size)`` epochs), so memory stays
+        bounded however long the run.
 
     Returns:
       A :class:`FitResult`: ``params``, ``opt_state``, ``history``, ``epoch``,
@@ -678,6 +700,7 @@ def fit(
         guard=guard,
         check_finite=check_finite,
         resume=resume,
+        history_size=history_size,
     )
     result = drive(
         prepared,

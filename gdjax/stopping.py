@@ -20,7 +20,8 @@ and gradient norm at the epoch's single step):
   :math:`L_e < L_{best} - tol\\,|L_{best}|` for ``patience`` epochs in a row
   (scikit-learn's ``n_iter_no_change``);
 * ``until``: a user predicate ``until(history, epoch) -> bool``, traced into
-  the program (``history`` is the :class:`~gdjax.loop.History` so far).
+  the program (``history`` is the :class:`~gdjax.loop.History` so far; epoch
+  e's row is ``e // stride``, which is ``e`` unless ``epochs > history_size``).
 """
 
 from __future__ import annotations
