@@ -5,13 +5,27 @@ initialize (``gd.init``) → forward and loss (``gd.make_loss``) → backprop
 (``gd.fit``, one XLA program) → many runs at once (``gd.sweep``).
 """
 
-from gdjax import batching, datasets, init, losses, models, stopping, transforms
+from gdjax import (
+    batching,
+    datasets,
+    init,
+    losses,
+    models,
+    plot,
+    sharding,
+    stopping,
+    streaming,
+    transforms,
+)
 from gdjax.batching import Regime, full_batch, minibatch, stochastic
 from gdjax.errors import CheckpointError, GdjaxError, NonFiniteError
 from gdjax.gradients import GradResult, value_and_grad
-from gdjax.losses import accuracy, make_loss, with_example_weights
 from gdjax.loop import FitResult, History, fit
+from gdjax.losses import accuracy, make_loss, with_example_weights
+from gdjax.sharding import fit_data_parallel
 from gdjax.stopping import Status
+from gdjax.streaming import fit_stream
+from gdjax.sweep import SweepResult, seed_keys
 from gdjax.transforms import (
     average_iterates,
     averaged_params,
@@ -33,12 +47,15 @@ __all__ = [
     "NonFiniteError",
     "Regime",
     "Status",
+    "SweepResult",
     "accuracy",
     "average_iterates",
     "averaged_params",
     "batching",
     "datasets",
     "fit",
+    "fit_data_parallel",
+    "fit_stream",
     "full_batch",
     "get_hyperparams",
     "init",
@@ -47,11 +64,15 @@ __all__ = [
     "make_loss",
     "minibatch",
     "models",
+    "plot",
     "power_decay",
+    "seed_keys",
     "set_hyperparams",
     "sgd",
+    "sharding",
     "stochastic",
     "stopping",
+    "streaming",
     "transforms",
     "value_and_grad",
     "with_example_weights",

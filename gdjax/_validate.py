@@ -85,17 +85,11 @@ def check_real(
     arr = _host(value, name)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {_show(arr)}.")
-    lo_bad = (
-        None
-        if low is None
-        else (arr < low if low_inclusive else arr <= low)
-    )
-    hi_bad = (
-        None
-        if high is None
-        else (arr > high if high_inclusive else arr >= high)
-    )
-    if (lo_bad is not None and np.any(lo_bad)) or (hi_bad is not None and np.any(hi_bad)):
+    lo_bad = None if low is None else (arr < low if low_inclusive else arr <= low)
+    hi_bad = None if high is None else (arr > high if high_inclusive else arr >= high)
+    if (lo_bad is not None and np.any(lo_bad)) or (
+        hi_bad is not None and np.any(hi_bad)
+    ):
         lb = "-inf" if low is None else f"{low:g}"
         hb = "inf" if high is None else f"{high:g}"
         interval = (
@@ -218,9 +212,7 @@ def check_same_structure(
 # ----------------------------------------------------------------------------- data
 
 
-def check_data(
-    data: PyTree, name: str = "data", *, check_finite: bool = True
-) -> int:
+def check_data(data: PyTree, name: str = "data", *, check_finite: bool = True) -> int:
     """Arrays with a shared, non-empty leading example axis; returns n."""
     leaves = jax.tree_util.tree_leaves_with_path(data)
     if not leaves:
@@ -234,9 +226,7 @@ def check_data(
                 f"{where} must be an array with a leading example axis, got "
                 f"{describe(leaf)}."
             )
-        if not (
-            jnp.issubdtype(leaf.dtype, jnp.number) or leaf.dtype == np.bool_
-        ):
+        if not (jnp.issubdtype(leaf.dtype, jnp.number) or leaf.dtype == np.bool_):
             raise TypeError(f"{where} must be numeric, got dtype {leaf.dtype}.")
         if leaf.ndim == 0:
             raise ValueError(
@@ -253,7 +243,9 @@ def check_data(
         if check_finite and jnp.issubdtype(leaf.dtype, jnp.inexact):
             host = np.asarray(leaf)
             if not np.all(np.isfinite(host)):
-                bad = int(np.argmax(~np.isfinite(host).reshape(host.shape[0], -1).all(1)))
+                bad = int(
+                    np.argmax(~np.isfinite(host).reshape(host.shape[0], -1).all(1))
+                )
                 raise ValueError(
                     f"{where} contains NaN or inf (first at example {bad}); clean it "
                     "or pass check_finite=False."
@@ -292,7 +284,9 @@ def check_loss(
     Returns the abstract aux output (``None`` without ``has_aux``).
     """
     if not callable(loss):
-        raise TypeError(f"{name} must be callable as loss(params, batch), got {describe(loss)}.")
+        raise TypeError(
+            f"{name} must be callable as loss(params, batch), got {describe(loss)}."
+        )
     try:
         closed, out_shape = jax.make_jaxpr(loss, return_shape=True)(params, batch)
     except jax.errors.ConcretizationTypeError as e:
@@ -301,7 +295,9 @@ def check_loss(
             "which cannot be compiled; use jnp.where or jax.lax.cond instead. "
             f"JAX said: {str(e).splitlines()[0]}"
         ) from e
-    except jax.errors.TracerBoolConversionError as e:  # pragma: no cover - subclass above
+    except (
+        jax.errors.TracerBoolConversionError
+    ) as e:  # pragma: no cover - subclass above
         raise TypeError(
             f"{name} uses Python control flow on a traced value; use jnp.where or "
             "jax.lax.cond instead."

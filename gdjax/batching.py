@@ -4,7 +4,8 @@ Plain (full-batch), stochastic and mini-batch gradient descent differ only in th
 index set :math:`B_t` of each step,
 
 .. math:: \\theta_{t+1} = \\theta_t - \\eta_t \\nabla L_{B_t}(\\theta_t),
-   \\qquad L_B(\\theta) = \\frac{\\sum_{i \\in B} w_i \\ell_i(\\theta)}{\\sum_{i \\in B} w_i}.
+   \\qquad L_B(\\theta) =
+   \\frac{\\sum_{i \\in B} w_i \\ell_i(\\theta)}{\\sum_{i \\in B} w_i}.
 
 A :class:`Regime` is a small hashable description (it is a static argument of the
 compiled run). :func:`epoch_batches` turns ``(regime, key, epoch, n)`` into the

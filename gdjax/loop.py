@@ -227,7 +227,16 @@ def run_epochs(
         loss_sum = loss_sum + jnp.where(apply, value, zero)
         gn_sum = gn_sum + jnp.where(apply, gnorm.astype(value.dtype), zero)
         count = count + apply.astype(jnp.int32)
-        return (params, opt_state, steps, status, bad_leaf, loss_sum, gn_sum, count), None
+        return (
+            params,
+            opt_state,
+            steps,
+            status,
+            bad_leaf,
+            loss_sum,
+            gn_sum,
+            count,
+        ), None
 
     def epoch_body(state: FitResult) -> FitResult:
         e = state.epoch
@@ -266,9 +275,7 @@ def run_epochs(
         val_h, met_h = hist.val_loss, hist.metric
         eval_data = val_data if static.has_val else data
         if static.has_val:
-            val_h = val_h.at[slot].set(
-                static.loss(params, val_data).astype(nan.dtype)
-            )
+            val_h = val_h.at[slot].set(static.loss(params, val_data).astype(nan.dtype))
         if static.metric is not None:
             met_h = met_h.at[slot].set(
                 static.metric(params, eval_data).astype(nan.dtype)
@@ -277,7 +284,7 @@ def run_epochs(
         for name, fn in static.monitors:
             value = jax.lax.cond(
                 e % static.monitor_every == 0,
-                lambda p: jnp.asarray(fn(p, data), nan.dtype),
+                lambda p, fn=fn: jnp.asarray(fn(p, data), nan.dtype),
                 lambda p: nan,
                 params,
             )
@@ -288,7 +295,9 @@ def run_epochs(
 
         best, bad_epochs = state.best_loss, state.bad_epochs
         if static.plateau:
-            best, bad_epochs = stopping.plateau_update(criteria, e_loss, best, bad_epochs)
+            best, bad_epochs = stopping.plateau_update(
+                criteria, e_loss, best, bad_epochs
+            )
         verdict = stopping.epoch_status(criteria, e_loss, e_gn, bad_epochs)
         if static.until is not None:
             verdict = jnp.where(
@@ -333,7 +342,9 @@ def _advance_donated(static, state, data, val_data, key, criteria, epoch_limit):
     return run_epochs(static, state, data, val_data, key, criteria, epoch_limit)
 
 
-def initial_state(static: _Static, params: Params, opt_state: PyTree, dtype) -> FitResult:
+def initial_state(
+    static: _Static, params: Params, opt_state: PyTree, dtype
+) -> FitResult:
     """The state of a run before its first epoch (history all NaN)."""
     nan = np.full((-(-static.epochs // static.stride),), np.nan, dtype)
     history = History(
@@ -443,7 +454,9 @@ def prepare(
     monitors = tuple(sorted((monitors or {}).items()))
     for name, fn in monitors:
         if not callable(fn):
-            raise TypeError(f"monitors[{name!r}] must be callable, got {V.describe(fn)}.")
+            raise TypeError(
+                f"monitors[{name!r}] must be callable, got {V.describe(fn)}."
+            )
 
     batch_abstract = _abstract_batch(data, plan.batch_size)
     V.check_loss(loss, params, batch_abstract)
@@ -500,7 +513,9 @@ def prepare(
 def _check_hyperparams(hyperparams: Mapping[str, Any]) -> None:
     checks = {
         "learning_rate": V.check_positive,
-        "momentum": lambda v, n: V.check_real(v, n, low=0.0, high=1.0, high_inclusive=False),
+        "momentum": lambda v, n: V.check_real(
+            v, n, low=0.0, high=1.0, high_inclusive=False
+        ),
         "weight_decay": V.check_nonnegative,
     }
     for name, value in hyperparams.items():
@@ -552,7 +567,9 @@ def drive(
     try:
         while True:
             limit = min(epochs, done + k)
-            state = advance(static, state, data, val_data, key, criteria, np.int32(limit))
+            state = advance(
+                static, state, data, val_data, key, criteria, np.int32(limit)
+            )
             reached = int(np.min(np.asarray(state.epoch)))
             if bar is not None:
                 bar.update(max(reached, limit) - done)
@@ -673,8 +690,8 @@ def fit(
       >>> x = jnp.array([[1.0], [2.0], [3.0]]); y = 2.0 * x[:, 0]
       >>> loss = gd.make_loss(gd.models.linear, gd.losses.squared_error)
       >>> params = {"w": jnp.zeros((1, 1)), "b": jnp.zeros(1)}
-      >>> r = gd.fit(loss, params, (x, y), gd.sgd(0.1), key=jax.random.key(0),
-      ...            epochs=500, grad_tol=1e-4)
+      >>> r = gd.fit(loss, params, (x, y), gd.sgd(0.2), key=jax.random.key(0),
+      ...            epochs=2000, grad_tol=1e-4)
       >>> r.stopped_by.name, round(float(r.params["w"][0, 0]), 3)
       ('GRAD_TOL', 2.0)
     """

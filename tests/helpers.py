@@ -27,7 +27,9 @@ def ls_loss(params, batch):
 
 
 def ls_value(w, x, y):
-    r = np.asarray(x, np.float64) @ np.asarray(w, np.float64) - np.asarray(y, np.float64)
+    r = np.asarray(x, np.float64) @ np.asarray(w, np.float64) - np.asarray(
+        y, np.float64
+    )
     return 0.5 * float(np.mean(r * r))
 
 

@@ -26,7 +26,7 @@ def python_loop(loss, params, data, transform, regime, key, epochs, max_steps=No
     for e in range(epochs):
         idx, w = batching.epoch_batches(regime, plan, key, e)
         w = np.ones(idx.shape, np.float32) if w is None else w
-        for i, wi in zip(idx, w):
+        for i, wi in zip(idx, w, strict=True):
             if max_steps is not None and steps == max_steps:
                 return params, state
             params, state = step_fn(params, state, batching.gather(data, i), wi)
@@ -35,7 +35,9 @@ def python_loop(loss, params, data, transform, regime, key, epochs, max_steps=No
 
 
 def _step(loss, transform, params, state, batch, w, masked):
-    grads = jax.grad(loss)(params, batch, w) if masked else jax.grad(loss)(params, batch)
+    grads = (
+        jax.grad(loss)(params, batch, w) if masked else jax.grad(loss)(params, batch)
+    )
     updates, state = transform.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
@@ -45,7 +47,12 @@ def test_minibatch_with_b_equal_n_is_full_batch():
     p0 = zeros_params(4)
     full = gd.fit(ls_loss, p0, data, optax.sgd(0.1), key=KEY, epochs=30)
     mb = gd.fit(
-        ls_loss, p0, data, optax.sgd(0.1), key=KEY, epochs=30,
+        ls_loss,
+        p0,
+        data,
+        optax.sgd(0.1),
+        key=KEY,
+        epochs=30,
         regime=gd.minibatch(32, shuffle=False),
     )
     np.testing.assert_array_equal(full.params["w"], mb.params["w"])
@@ -113,10 +120,15 @@ def test_chunked_run_is_bitwise_the_single_program():
     one = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), **kw)
     seen = []
     chunked = gd.fit(
-        ls_loss, zeros_params(4), data, optax.sgd(0.05), chunk_epochs=4,
-        callback=lambda s: seen.append(int(s.epoch)), **kw,
+        ls_loss,
+        zeros_params(4),
+        data,
+        optax.sgd(0.05),
+        chunk_epochs=4,
+        callback=lambda s: seen.append(int(s.epoch)),
+        **kw,
     )
-    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(chunked)):
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(chunked), strict=True):
         np.testing.assert_array_equal(a, b)
     assert seen == [4, 8, 12]
 
@@ -124,8 +136,14 @@ def test_chunked_run_is_bitwise_the_single_program():
 def test_callback_can_stop_the_run():
     data, *_ = least_squares_problem(n=40)
     r = gd.fit(
-        ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=20,
-        chunk_epochs=5, callback=lambda s: int(s.epoch) >= 10,
+        ls_loss,
+        zeros_params(4),
+        data,
+        optax.sgd(0.05),
+        key=KEY,
+        epochs=20,
+        chunk_epochs=5,
+        callback=lambda s: int(s.epoch) >= 10,
     )
     assert r.stopped_by == gd.Status.CALLBACK and int(r.epoch) == 10
 
@@ -139,9 +157,13 @@ def test_same_key_same_bits_and_lr_does_not_change_order():
     # The order of each epoch is fold_in(key, epoch) whatever the transform.
     r = gd.minibatch(7)
     plan = batching.plan(r, 40)
-    orders = [np.asarray(batching.epoch_batches(r, plan, kw["key"], e)[0]) for e in range(3)]
+    orders = [
+        np.asarray(batching.epoch_batches(r, plan, kw["key"], e)[0]) for e in range(3)
+    ]
     for lr in (0.01, 0.05):
-        p, _ = python_loop(ls_loss, zeros_params(4), data, optax.sgd(lr), r, kw["key"], 3)
+        p, _ = python_loop(
+            ls_loss, zeros_params(4), data, optax.sgd(lr), r, kw["key"], 3
+        )
         got = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(lr), **kw)
         np.testing.assert_allclose(got.params["w"], p["w"], rtol=2e-6, atol=2e-7)
     assert not np.array_equal(orders[0], orders[1])
@@ -152,8 +174,15 @@ def test_same_key_same_bits_and_lr_does_not_change_order():
 
 def _unstopped(epochs=40, lr=0.05, regime=None):
     data, *_ = least_squares_problem(n=48)
-    r = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(lr), key=KEY, epochs=epochs,
-               regime=regime)
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        data,
+        optax.sgd(lr),
+        key=KEY,
+        epochs=epochs,
+        regime=regime,
+    )
     return data, r
 
 
@@ -167,12 +196,21 @@ def test_max_epochs():
 def test_max_steps_stops_mid_epoch_at_the_right_step():
     data, *_ = least_squares_problem(n=48)
     regime = gd.minibatch(10)  # 5 steps an epoch
-    r = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=10,
-               regime=regime, max_steps=13)
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        data,
+        optax.sgd(0.05),
+        key=KEY,
+        epochs=10,
+        regime=regime,
+        max_steps=13,
+    )
     assert r.stopped_by == gd.Status.MAX_STEPS
     assert int(r.steps) == 13 and int(r.stop_epoch) == 2 and int(r.epoch) == 3
-    p, _ = python_loop(ls_loss, zeros_params(4), data, optax.sgd(0.05), regime, KEY,
-                       10, max_steps=13)
+    p, _ = python_loop(
+        ls_loss, zeros_params(4), data, optax.sgd(0.05), regime, KEY, 10, max_steps=13
+    )
     np.testing.assert_allclose(r.params["w"], p["w"], rtol=2e-6, atol=2e-7)
     assert np.isnan(r.history.loss[3])
 
@@ -181,8 +219,15 @@ def test_target_loss_fires_at_first_epoch_below_it():
     data, ref = _unstopped()
     target = float(ref.history.loss[12]) * 1.0001
     expected = int(np.argmax(np.asarray(ref.history.loss) <= target))
-    r = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=40,
-               target_loss=target)
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        data,
+        optax.sgd(0.05),
+        key=KEY,
+        epochs=40,
+        target_loss=target,
+    )
     assert r.stopped_by == gd.Status.TARGET_LOSS
     assert int(r.stop_epoch) == expected and int(r.epoch) == expected + 1
 
@@ -191,8 +236,15 @@ def test_grad_tol_fires_at_first_epoch_below_it():
     data, ref = _unstopped()
     tol = float(ref.history.grad_norm[20]) * 1.0001
     expected = int(np.argmax(np.asarray(ref.history.grad_norm) <= tol))
-    r = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=40,
-               grad_tol=tol)
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        data,
+        optax.sgd(0.05),
+        key=KEY,
+        epochs=40,
+        grad_tol=tol,
+    )
     assert r.stopped_by == gd.Status.GRAD_TOL and int(r.stop_epoch) == expected
 
 
@@ -210,8 +262,16 @@ def test_plateau_matches_sklearn_rule():
             expected = e
             break
     assert expected is not None and expected > patience
-    r = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.01), key=KEY, epochs=200,
-               tol=tol, patience=patience)
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        data,
+        optax.sgd(0.01),
+        key=KEY,
+        epochs=200,
+        tol=tol,
+        patience=patience,
+    )
     assert r.stopped_by == gd.Status.NO_IMPROVEMENT and int(r.stop_epoch) == expected
 
 
@@ -224,8 +284,9 @@ def test_user_predicate_on_history():
     ref = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=40)
     losses = np.asarray(ref.history.loss)
     expected = next(e for e in range(2, 40) if losses[e] > 0.5 * losses[0])
-    r = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=40,
-               until=until)
+    r = gd.fit(
+        ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=40, until=until
+    )
     assert r.stopped_by == gd.Status.PREDICATE and int(r.stop_epoch) == expected
 
 
@@ -236,22 +297,50 @@ def test_nan_mid_run_returns_last_finite_state(bad_step):
     regime = gd.minibatch(4, shuffle=False)  # 10 steps an epoch, step k sees 4k..4k+3
     x = x.at[4 * bad_step + 1, 2].set(jnp.nan)
     tx = optax.sgd(0.05, momentum=0.9)
-    r = gd.fit(ls_loss, zeros_params(4), (x, y), tx, key=KEY, epochs=5, regime=regime,
-               check_finite=False)
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        (x, y),
+        tx,
+        key=KEY,
+        epochs=5,
+        regime=regime,
+        check_finite=False,
+    )
     assert r.stopped_by == gd.Status.NONFINITE_LOSS and r.failed
     assert int(r.steps) == bad_step and int(r.stop_epoch) == 0
     assert f"step {bad_step}" in r.reason
-    ref = gd.fit(ls_loss, zeros_params(4), data, tx, key=KEY, epochs=5,
-                 regime=regime, max_steps=max(bad_step, 1))
+    ref = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        data,
+        tx,
+        key=KEY,
+        epochs=5,
+        regime=regime,
+        max_steps=max(bad_step, 1),
+    )
     if bad_step == 0:
         np.testing.assert_array_equal(r.params["w"], np.zeros(4))
     else:
-        for a, b in zip(jax.tree.leaves((r.params, r.opt_state)),
-                        jax.tree.leaves((ref.params, ref.opt_state))):
+        for a, b in zip(
+            jax.tree.leaves((r.params, r.opt_state)),
+            jax.tree.leaves((ref.params, ref.opt_state)),
+            strict=True,
+        ):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(gd.NonFiniteError, match="NaN or inf") as info:
-        gd.fit(ls_loss, zeros_params(4), (x, y), tx, key=KEY, epochs=5,
-               regime=regime, check_finite=False, raise_on_nonfinite=True)
+        gd.fit(
+            ls_loss,
+            zeros_params(4),
+            (x, y),
+            tx,
+            key=KEY,
+            epochs=5,
+            regime=regime,
+            check_finite=False,
+            raise_on_nonfinite=True,
+        )
     np.testing.assert_array_equal(info.value.result.params["w"], r.params["w"])
 
 
@@ -264,8 +353,11 @@ def test_divergence_is_caught_in_params_or_grads_and_names_the_leaf():
 
     r = gd.fit(loss, params, data, optax.sgd(1e3), key=KEY, epochs=500)
     assert r.failed
-    assert r.stopped_by in (gd.Status.NONFINITE_LOSS, gd.Status.NONFINITE_GRAD,
-                            gd.Status.NONFINITE_PARAMS)
+    assert r.stopped_by in (
+        gd.Status.NONFINITE_LOSS,
+        gd.Status.NONFINITE_GRAD,
+        gd.Status.NONFINITE_PARAMS,
+    )
     assert np.all(np.isfinite(r.params["w"]))
     if r.stopped_by != gd.Status.NONFINITE_LOSS:
         assert "params['w']" in r.reason
@@ -275,9 +367,17 @@ def test_validation_and_metric_recorded():
     (xtr, ytr), (xte, yte) = gd.datasets.digits(test_fraction=0.3)
     params = gd.init.dense(KEY, 64, 10)
     loss = gd.make_loss(gd.models.linear, gd.losses.softmax_cross_entropy)
-    r = gd.fit(loss, params, (xtr, ytr), gd.sgd(0.5), key=KEY, epochs=5,
-               regime=gd.minibatch(64), val_data=(xte, yte),
-               metric=gd.accuracy(gd.models.linear))
+    r = gd.fit(
+        loss,
+        params,
+        (xtr, ytr),
+        gd.sgd(0.5),
+        key=KEY,
+        epochs=5,
+        regime=gd.minibatch(64),
+        val_data=(xte, yte),
+        metric=gd.accuracy(gd.models.linear),
+    )
     np.testing.assert_allclose(
         r.history.val_loss[-1], loss(r.params, (xte, yte)), rtol=1e-6
     )
@@ -294,15 +394,29 @@ def test_numbers_passed_as_arrays_do_not_recompile(compiles):
     with compiles() as c:
         for lr, m, tol in [(0.05, 0.9, 1e-2), (np.float32(0.2), np.asarray(0.1), 0.5)]:
             gd.fit(ls_loss, p0, data, gd.sgd(lr, momentum=m), tol=tol, **kw)
-            gd.fit(ls_loss, p0, data, gd.sgd(0.1, momentum=0.5), tol=tol,
-                   hyperparams={"learning_rate": lr}, **kw)
+            gd.fit(
+                ls_loss,
+                p0,
+                data,
+                gd.sgd(0.1, momentum=0.5),
+                tol=tol,
+                hyperparams={"learning_rate": lr},
+                **kw,
+            )
     assert c.count == 0
 
 
 def test_jit_of_fit_program_matches_float64(x64):
     data, w_star, _, lips = least_squares_problem(n=64, dtype=np.float64)
-    r = gd.fit(ls_loss, zeros_params(4, jnp.float64), data, gd.sgd(1 / lips),
-               key=KEY, epochs=2000, grad_tol=1e-10)
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4, jnp.float64),
+        data,
+        gd.sgd(1 / lips),
+        key=KEY,
+        epochs=2000,
+        grad_tol=1e-10,
+    )
     assert r.params["w"].dtype == jnp.float64
     assert r.stopped_by == gd.Status.GRAD_TOL
     np.testing.assert_allclose(r.params["w"], w_star, rtol=1e-8)
@@ -318,37 +432,105 @@ def _bad_cases():
     tx = optax.sgd(0.1)
     ok = dict(key=KEY, epochs=2)
     return [
-        ("different lengths", (ls_loss, p, (x, y[:-1]), tx), ok, ValueError,
-         "same number of examples"),
+        (
+            "different lengths",
+            (ls_loss, p, (x, y[:-1]), tx),
+            ok,
+            ValueError,
+            "same number of examples",
+        ),
         ("empty data", (ls_loss, p, (x[:0], y[:0]), tx), ok, ValueError, "empty"),
-        ("batch too big", (ls_loss, p, data, tx),
-         dict(ok, regime=gd.minibatch(21)), ValueError, r"batch_size must be in \[1, 20\]"),
-        ("drop leaves no step", (ls_loss, p, data, tx),
-         dict(ok, regime=gd.minibatch(25, last_batch="drop")), ValueError,
-         r"batch_size must be in \[1, 20\]"),
-        ("zero epochs", (ls_loss, p, data, tx), dict(key=KEY, epochs=0), ValueError,
-         "epochs must be an integer >= 1"),
-        ("int key", (ls_loss, p, data, tx), dict(key=0, epochs=2), TypeError,
-         "key must be a PRNG key"),
-        ("key batch", (ls_loss, p, data, tx),
-         dict(key=jax.random.split(KEY, 3), epochs=2), ValueError, "batch of keys"),
-        ("not differentiable", (lambda q, b: jnp.sum(b[1]) * 1.0, p, data, tx), ok,
-         ValueError, "does not depend on params"),
-        ("non-scalar loss", (lambda q, b: b[0] @ q["w"], p, data, tx), ok, TypeError,
-         "must return a scalar"),
-        ("nan in data", (ls_loss, p, (x.at[3, 1].set(jnp.inf), y), tx), ok, ValueError,
-         r"data\[0\] contains NaN or inf \(first at example 3\)"),
-        ("no example axis", (ls_loss, p, (x, jnp.float32(1.0)), tx), ok, ValueError,
-         "leading example axis"),
-        ("negative tol", (ls_loss, p, data, tx), dict(ok, tol=-1.0), ValueError,
-         r"tol must be in \[0"),
-        ("patience zero", (ls_loss, p, data, tx), dict(ok, tol=0.1, patience=0),
-         ValueError, "patience must be an integer >= 1"),
-        ("not a transform", (ls_loss, p, data, "sgd"), ok, TypeError,
-         "transform must be an optax GradientTransformation"),
-        ("nan lr override", (ls_loss, p, data, gd.sgd(0.1)),
-         dict(ok, hyperparams={"learning_rate": float("nan")}), ValueError,
-         "learning_rate.*finite"),
+        (
+            "batch too big",
+            (ls_loss, p, data, tx),
+            dict(ok, regime=gd.minibatch(21)),
+            ValueError,
+            r"batch_size must be in \[1, 20\]",
+        ),
+        (
+            "drop leaves no step",
+            (ls_loss, p, data, tx),
+            dict(ok, regime=gd.minibatch(25, last_batch="drop")),
+            ValueError,
+            r"batch_size must be in \[1, 20\]",
+        ),
+        (
+            "zero epochs",
+            (ls_loss, p, data, tx),
+            dict(key=KEY, epochs=0),
+            ValueError,
+            "epochs must be an integer >= 1",
+        ),
+        (
+            "int key",
+            (ls_loss, p, data, tx),
+            dict(key=0, epochs=2),
+            TypeError,
+            "key must be a PRNG key",
+        ),
+        (
+            "key batch",
+            (ls_loss, p, data, tx),
+            dict(key=jax.random.split(KEY, 3), epochs=2),
+            ValueError,
+            "batch of keys",
+        ),
+        (
+            "not differentiable",
+            (lambda q, b: jnp.sum(b[1]) * 1.0, p, data, tx),
+            ok,
+            ValueError,
+            "does not depend on params",
+        ),
+        (
+            "non-scalar loss",
+            (lambda q, b: b[0] @ q["w"], p, data, tx),
+            ok,
+            TypeError,
+            "must return a scalar",
+        ),
+        (
+            "nan in data",
+            (ls_loss, p, (x.at[3, 1].set(jnp.inf), y), tx),
+            ok,
+            ValueError,
+            r"data\[0\] contains NaN or inf \(first at example 3\)",
+        ),
+        (
+            "no example axis",
+            (ls_loss, p, (x, jnp.float32(1.0)), tx),
+            ok,
+            ValueError,
+            "leading example axis",
+        ),
+        (
+            "negative tol",
+            (ls_loss, p, data, tx),
+            dict(ok, tol=-1.0),
+            ValueError,
+            r"tol must be in \[0",
+        ),
+        (
+            "patience zero",
+            (ls_loss, p, data, tx),
+            dict(ok, tol=0.1, patience=0),
+            ValueError,
+            "patience must be an integer >= 1",
+        ),
+        (
+            "not a transform",
+            (ls_loss, p, data, "sgd"),
+            ok,
+            TypeError,
+            "transform must be an optax GradientTransformation",
+        ),
+        (
+            "nan lr override",
+            (ls_loss, p, data, gd.sgd(0.1)),
+            dict(ok, hyperparams={"learning_rate": float("nan")}),
+            ValueError,
+            "learning_rate.*finite",
+        ),
     ]
 
 

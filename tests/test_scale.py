@@ -27,8 +27,15 @@ def test_million_step_run_keeps_bounded_history_and_memory():
     assert np.all(np.isfinite(long.history.loss))
     # Row r holds epoch (r + 1) * stride - 1: the last epoch of each window.
     stride = 10**6 // 1000
-    again = gd.fit(ls_loss, zeros_params(2), data, gd.sgd(0.01), epochs=3 * stride,
-                   key=jax.random.key(0), history_size=10**6)
+    again = gd.fit(
+        ls_loss,
+        zeros_params(2),
+        data,
+        gd.sgd(0.01),
+        epochs=3 * stride,
+        key=jax.random.key(0),
+        history_size=10**6,
+    )
     np.testing.assert_array_equal(
         long.history.loss[:3], again.history.loss[stride - 1 :: stride]
     )
@@ -43,21 +50,45 @@ def test_donation_keeps_peak_memory_near_the_state():
         return 0.5 * jnp.sum((p["w"] - jnp.mean(b[0])) ** 2)
 
     data = (jnp.ones((4, 1)),)
-    prep = loop.prepare(loss, {"w": jnp.zeros(size)}, data, gd.sgd(0.1, momentum=0.9),
-                        key=jax.random.key(0), epochs=3)
-    args = (prep.static, prep.state, prep.data, prep.val_data, prep.key,
-            prep.criteria, np.int32(3))
+    prep = loop.prepare(
+        loss,
+        {"w": jnp.zeros(size)},
+        data,
+        gd.sgd(0.1, momentum=0.9),
+        key=jax.random.key(0),
+        epochs=3,
+    )
+    args = (
+        prep.static,
+        prep.state,
+        prep.data,
+        prep.val_data,
+        prep.key,
+        prep.criteria,
+        np.int32(3),
+    )
     peaks = {}
     for name, fn in (("plain", loop._advance), ("donated", loop._advance_donated)):
         m = fn.lower(*args).compile().memory_analysis()
-        peaks[name] = (m.argument_size_in_bytes + m.output_size_in_bytes
-                       - m.alias_size_in_bytes + m.temp_size_in_bytes)
+        peaks[name] = (
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            - m.alias_size_in_bytes
+            + m.temp_size_in_bytes
+        )
     param_bytes = 4 * size
     state_bytes = 2 * param_bytes  # params + momentum buffer: the baseline
     assert peaks["donated"] < peaks["plain"] - 1.5 * param_bytes
     assert peaks["donated"] - state_bytes <= 4 * param_bytes
     # And it trains: one donated run, finite and moving.
     params = {"w": jnp.full(size, 2.0)}
-    r = gd.fit(loss, params, data, gd.sgd(0.1, momentum=0.9), key=jax.random.key(0),
-               epochs=3, donate=True)
+    r = gd.fit(
+        loss,
+        params,
+        data,
+        gd.sgd(0.1, momentum=0.9),
+        key=jax.random.key(0),
+        epochs=3,
+        donate=True,
+    )
     assert float(r.params["w"][0]) < 2.0 and r.stopped_by == gd.Status.MAX_EPOCHS

@@ -1,0 +1,408 @@
+"""gdjax.sweep: every member equals its single fit; one program; clear errors."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import least_squares_problem, ls_loss
+
+import gdjax as gd
+from gdjax import sweep as sweep_mod
+from gdjax.sweep import SweepResult, seed_keys, sweep
+
+DATA, W_STAR, MU, L = least_squares_problem(n=32, d=4)
+
+
+def ls_init(key):
+    return {"w": 0.5 * jax.random.normal(key, (4,))}
+
+
+def assert_member_equals_fit(member, single, atol=2e-6):
+    """Float outputs to float32 tolerance, discrete outputs exactly."""
+    np.testing.assert_allclose(
+        member.params["w"], single.params["w"], rtol=1e-5, atol=atol
+    )
+    np.testing.assert_allclose(
+        member.history.loss, single.history.loss, rtol=1e-5, atol=atol
+    )
+    for field in ("status", "stop_epoch", "steps", "epoch"):
+        assert int(getattr(member, field)) == int(getattr(single, field)), field
+
+
+def fit_member(seed, transform, *, init=ls_init, hyperparams=None, **kw):
+    init_key, run_key = seed_keys(seed)
+    return gd.fit(
+        ls_loss,
+        init(init_key),
+        DATA,
+        transform,
+        key=run_key,
+        hyperparams=hyperparams,
+        **kw,
+    )
+
+
+def test_seed_keys_is_a_split_of_the_seed_key():
+    init_key, run_key = seed_keys(7)
+    want = jax.random.split(jax.random.key(7))
+    np.testing.assert_array_equal(
+        jax.random.key_data(init_key), jax.random.key_data(want[0])
+    )
+    np.testing.assert_array_equal(
+        jax.random.key_data(run_key), jax.random.key_data(want[1])
+    )
+
+
+def test_grid_members_equal_single_fits_with_early_stopping():
+    kw = dict(epochs=40, regime=gd.minibatch(8), tol=0.1, patience=1)
+    tx = gd.sgd(0.1)
+    res = sweep(
+        ls_loss,
+        ls_init,
+        DATA,
+        tx,
+        seeds=[0, 1, 2],
+        hyperparams={"learning_rate": [0.02, 0.1]},
+        **kw,
+    )
+    assert isinstance(res, SweepResult)
+    assert res.axes == ("seed", "learning_rate") and res.shape == (3, 2)
+    assert res.coords == {"seed": (0, 1, 2), "learning_rate": (0.02, 0.1)}
+    for i, seed in enumerate([0, 1, 2]):
+        for j, lr in enumerate([0.02, 0.1]):
+            single = fit_member(seed, tx, hyperparams={"learning_rate": lr}, **kw)
+            assert_member_equals_fit(res.member(i, j), single)
+    # The property under test: members stopped on their own, at different epochs,
+    # and each reports its own stop; the batch ran until the last one stopped.
+    assert set(res.reasons().ravel()) == {"NO_IMPROVEMENT"}
+    stops = res.result.stop_epoch
+    assert len(np.unique(stops)) >= 3
+    assert res.executed_epochs == int(stops.max()) + 1 < 40
+    np.testing.assert_array_equal(res.result.epoch, stops + 1)
+    # By coordinates, and in chunks (the same program, resumed) to the same result.
+    chex_equal = res.member(seed=2, learning_rate=0.1)
+    np.testing.assert_array_equal(chex_equal.params["w"], res.member(2, 1).params["w"])
+    chunked = sweep(
+        ls_loss,
+        ls_init,
+        DATA,
+        tx,
+        seeds=[0, 1, 2],
+        hyperparams={"learning_rate": [0.02, 0.1]},
+        chunk_epochs=3,
+        **kw,
+    )
+    for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(res), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_zip_members_equal_single_fits_with_swept_criteria():
+    tx = gd.sgd(0.05, momentum=0.5)
+    lrs, moms, targets = [0.02, 0.05, 0.1], [0.0, 0.5, 0.9], [0.3, 0.02, 0.01]
+    kw = dict(epochs=60, regime=gd.full_batch())
+    res = sweep(
+        ls_loss,
+        ls_init,
+        DATA,
+        tx,
+        seeds=[3, 4],
+        grid=False,
+        hyperparams={"learning_rate": lrs, "momentum": moms, "target_loss": targets},
+        **kw,
+    )
+    assert res.axes == ("seed", "setting") and res.shape == (2, 3)
+    assert res.coords["setting"][1] == {
+        "learning_rate": 0.05,
+        "momentum": 0.5,
+        "target_loss": 0.02,
+    }
+    for i, seed in enumerate([3, 4]):
+        for j in range(3):
+            single = fit_member(
+                seed,
+                tx,
+                hyperparams={"learning_rate": lrs[j], "momentum": moms[j]},
+                target_loss=targets[j],
+                **kw,
+            )
+            assert_member_equals_fit(res.member(i, j), single)
+    assert set(res.reasons().ravel()) == {"TARGET_LOSS"}
+    assert len(np.unique(res.result.stop_epoch)) >= 3
+    np.testing.assert_array_equal(
+        res.member(seed=4, momentum=0.9).params["w"], res.member(1, 2).params["w"]
+    )
+
+
+def test_shared_init_and_values_of_any_type_compile_once(compiles):
+    tx = gd.sgd(0.1)
+    params = {"w": jnp.zeros(4)}
+    kw = dict(seeds=[0, 1], epochs=3, regime=gd.minibatch(16))
+    first = sweep(
+        ls_loss, params, DATA, tx, hyperparams={"learning_rate": [0.1, 0.2]}, **kw
+    )
+    for values in (
+        [np.float32(0.3), np.float64(0.1)],
+        np.array([0.05, 0.4]),
+        jnp.array([0.1, 0.2], jnp.float32),
+    ):
+        with compiles() as c:
+            res = sweep(
+                ls_loss,
+                params,
+                DATA,
+                gd.sgd(0.5),
+                hyperparams={"learning_rate": values},
+                **kw,
+            )
+        assert c.count == 0, values
+    np.testing.assert_array_equal(res.result.params["w"], first.result.params["w"])
+    # Shared init: every seed starts from params, only the data order differs.
+    single = gd.fit(
+        ls_loss,
+        params,
+        DATA,
+        gd.sgd(0.2),
+        key=seed_keys(1)[1],
+        epochs=3,
+        regime=gd.minibatch(16),
+    )
+    assert_member_equals_fit(res.member(1, 1), single)
+
+
+# The digits problem, built once per module: a 64-8-10 MLP.
+mlp_init = functools.partial(gd.init.mlp, widths=[64, 8, 10])
+
+
+def test_digits_mlp_64_seeds_by_4_learning_rates_is_one_run_program(compiles):
+    (x, y), _ = gd.datasets.digits()
+    loss = gd.make_loss(gd.models.mlp, gd.losses.softmax_cross_entropy)
+    runs = sweep_mod._advance_members._cache_size()
+    inits = sweep_mod._init_seed._cache_size()
+    kw = dict(seeds=range(64), epochs=1, regime=gd.minibatch(512))
+    with compiles() as c:
+        res = sweep(
+            loss,
+            mlp_init,
+            (x, y),
+            gd.sgd(0.1),
+            hyperparams={"learning_rate": [0.01, 0.03, 0.1, 0.3]},
+            **kw,
+        )
+    # One program runs all 256 members; one small program draws their initial
+    # parameters; the rest are a few tiny eager ops (transform.init, keys).
+    assert sweep_mod._advance_members._cache_size() == runs + 1
+    assert sweep_mod._init_seed._cache_size() == inits + 1
+    assert c.count <= 2 + 12
+    assert res.shape == (64, 4)
+    assert np.all(np.isfinite(res.final_loss()))
+    assert np.all(res.result.steps == 3)
+    # Members differ by seed (init and order) and by learning rate.
+    w = res.result.params[0]["w"]
+    assert not np.allclose(w[0, 0], w[1, 0]) and not np.allclose(w[0, 0], w[0, 1])
+    with compiles() as c:
+        again = sweep(
+            loss,
+            functools.partial(gd.init.mlp, widths=[64, 8, 10]),
+            (x, y),
+            gd.sgd(0.5),
+            hyperparams={"learning_rate": np.array([0.2, 0.4, 0.6, 0.8])},
+            **kw,
+        )
+    assert c.count == 0
+    assert again.shape == (64, 4)
+
+
+def test_data_is_not_replicated_per_member():
+    rng = np.random.default_rng(0)
+    n, d = 4096, 16
+    data = (
+        jnp.asarray(rng.normal(size=(n, d)), jnp.float32),
+        jnp.asarray(rng.normal(size=(n,)), jnp.float32),
+    )
+    data_bytes = n * d * 4 + n * 4
+
+    def init(key):
+        return {"w": jax.random.normal(key, (d,))}
+
+    def arguments(seeds):
+        plan = sweep_mod._plan(
+            ls_loss,
+            init,
+            data,
+            gd.sgd(0.1),
+            seeds=np.asarray(seeds, np.uint32),
+            axes=sweep_mod._sweep_axes({"learning_rate": [0.1]}, True),
+            epochs=2,
+            regime=gd.full_batch(),
+            devices=None,
+            fit_kwargs={},
+        )
+        p = sweep_mod._member_inputs(plan)
+        args = (p.static, p.state, p.data, p.val_data, p.key, p.criteria, np.int32(2))
+        lowered = sweep_mod._advance_members.lower(*args)
+        member_bytes = (
+            sum(leaf.nbytes for leaf in jax.tree.leaves((p.state, p.criteria)))
+            + jax.random.key_data(p.key).nbytes
+        )
+        return lowered.compile().memory_analysis().argument_size_in_bytes, member_bytes
+
+    small, small_members = arguments([0, 1])
+    big, big_members = arguments(list(range(8)))
+    # The data is one argument of its own size in both programs ...
+    assert small >= data_bytes and big >= data_bytes
+    # ... and eight members cost six more members' state, not six more data copies.
+    # (XLA drops the arguments the program never reads, hence "<=".)
+    assert 0 < big - small <= big_members - small_members
+    assert big - small < data_bytes / 20
+
+
+def width_init(key, width):
+    return {"w": jax.random.normal(key, (4, width)) / width}
+
+
+def width_loss(params, batch):
+    x, y = batch
+    r = jnp.sum(x @ params["w"], axis=1) - y
+    return 0.5 * jnp.mean(r * r)
+
+
+def test_outer_width_changes_shapes(compiles):
+    kw = dict(
+        seeds=[0, 1],
+        hyperparams={"learning_rate": [0.05, 0.1]},
+        epochs=2,
+        regime=gd.minibatch(8),
+    )
+    res = sweep(
+        width_loss, width_init, DATA, gd.sgd(0.1), outer={"width": [3, 5]}, **kw
+    )
+    assert res.axes == ("width", "seed", "learning_rate")
+    assert res.shape == (2, 2, 2)
+    # Histories stack over every axis; params of different widths cannot.
+    assert res.result.history.loss.shape == (2, 2, 2, 2)
+    assert res.result.params.shape == (2,)
+    assert res.member(1, 1, 0).params["w"].shape == (4, 5)
+    assert res.member(width=3, seed=0, learning_rate=0.1).params["w"].shape == (4, 3)
+    assert len(res.summary()) == 4
+    # Each outer point is the plain sweep with init(key, width=w): the same
+    # compiled programs (the partial is matched by value), the same members.
+    with compiles() as c:
+        point = sweep(
+            width_loss, functools.partial(width_init, width=5), DATA, gd.sgd(0.1), **kw
+        )
+    assert c.count == 0
+    for a, b in zip(
+        jax.tree.leaves(point.result),
+        jax.tree.leaves(_take_outer(res.result, 1)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def _take_outer(result, i):
+    return jax.tree.map(lambda a: a[i], result)
+
+
+def test_outer_batch_size_stacks():
+    res = sweep(
+        ls_loss,
+        ls_init,
+        DATA,
+        gd.sgd(0.05),
+        seeds=[0, 1],
+        outer={"batch_size": [8, 32]},
+        epochs=2,
+        regime=gd.minibatch(4, shuffle=False),
+    )
+    assert res.axes == ("batch_size", "seed") and res.shape == (2, 2)
+    np.testing.assert_array_equal(res.result.steps, [[8, 8], [2, 2]])
+    assert res.result.params["w"].shape == (2, 2, 4)
+    # shuffle=False is kept: the seeds differ only by their initial parameters.
+    single = gd.fit(
+        ls_loss,
+        ls_init(seed_keys(1)[0]),
+        DATA,
+        gd.sgd(0.05),
+        key=jax.random.key(9),
+        epochs=2,
+        regime=gd.minibatch(32, shuffle=False),
+    )
+    assert_member_equals_fit(res.member(1, 1), single)
+
+
+def test_summary_best_and_reasons_with_a_diverging_setting():
+    lrs = [0.05, 0.2, 2.0 / MU * 10]  # the last one diverges
+    res = sweep(
+        ls_loss,
+        ls_init,
+        DATA,
+        gd.sgd(0.1),
+        seeds=[0, 1, 2],
+        hyperparams={"learning_rate": lrs},
+        epochs=30,
+        val_data=(DATA[0][:8], DATA[1][:8]),
+    )
+    reasons = res.reasons()
+    assert reasons.shape == (3, 3)
+    assert all(r.startswith("NONFINITE") for r in reasons[:, 2])
+    assert set(reasons[:, :2].ravel()) == {"MAX_EPOCHS"}
+    rows = res.summary()
+    assert [r["learning_rate"] for r in rows] == pytest.approx(lrs)
+    final = np.array(
+        [[res.member(i, j).final_loss for j in range(3)] for i in range(3)]
+    )
+    for j, row in enumerate(rows[:2]):
+        assert row["loss_mean"] == pytest.approx(final[:, j].mean(), rel=1e-6)
+        assert row["loss_std"] == pytest.approx(final[:, j].std(), rel=1e-5)
+        assert row["loss_min"] == pytest.approx(final[:, j].min())
+        assert row["loss_max"] == pytest.approx(final[:, j].max())
+        assert row["failed"] == 0 and row["seeds"] == 3
+        assert np.isfinite(row["val_loss_mean"])
+    assert rows[2]["failed"] == 3 and np.isnan(rows[2]["loss_mean"])
+    best, value = res.best()
+    j = int(np.argmin(final[:, :2].mean(axis=0)))
+    assert best == {"learning_rate": lrs[j]}
+    assert value == pytest.approx(final[:, j].mean(), rel=1e-6)
+    assert res.best("val_loss")[0]["learning_rate"] in lrs[:2]
+    # A pytree: tree maps keep the axes.
+    mapped = jax.tree.map(lambda a: a, res)
+    assert mapped.axes == res.axes and mapped.shape == res.shape
+
+
+BAD = [
+    (dict(seeds=[]), ValueError, "seeds is empty"),
+    (dict(seeds=[0, 1, 0]), ValueError, r"seeds must be distinct, got \[0\]"),
+    (dict(seeds=3), TypeError, "range"),
+    (dict(hyperparams={"learning_rate": []}), ValueError, "learning_rate.*empty"),
+    (
+        dict(hyperparams={"learning_rate": [0.1, 0.2], "momentum": [0.5]}, grid=False),
+        ValueError,
+        "equal lengths",
+    ),
+    (
+        dict(hyperparams={"lr": [0.1]}),
+        ValueError,
+        r"unknown hyperparameter 'lr'.*'learning_rate'.*'tol'",
+    ),
+    (dict(hyperparams={"learning_rate": [0.1, -0.1]}), ValueError, "learning_rate"),
+    (dict(hyperparams={"learning_rate": [np.nan]}), ValueError, "finite"),
+    (dict(hyperparams={"momentum": [1.0]}), ValueError, "momentum"),
+    (dict(hyperparams={"patience": [2]}), ValueError, "tol is off"),
+    (dict(hyperparams={"max_steps": [2.5]}), TypeError, "max_steps"),
+    (dict(hyperparams={"learning_rate": 0.1}), TypeError, r"\[value\]"),
+    (dict(hyperparams={"tol": [0.1]}, tol=0.1), ValueError, "both swept"),
+    (dict(resume=None), TypeError, "unexpected keyword"),
+    (dict(outer={"width": [2]}), ValueError, "unknown outer axis 'width'"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,match", BAD, ids=lambda v: str(v)[:40])
+def test_bad_input_raises_before_compiling(compiles, kwargs, error, match):
+    base = dict(seeds=[0, 1], epochs=2)
+    base.update(kwargs)
+    with compiles() as c:
+        with pytest.raises(error, match=match):
+            sweep(ls_loss, ls_init, DATA, gd.sgd(0.1, momentum=0.5), **base)
+    assert c.count == 0
