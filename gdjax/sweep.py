@@ -60,6 +60,8 @@ import inspect
 import itertools
 import math
 import numbers
+import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -1136,3 +1138,14 @@ def sweep(
 
 
 __all__ = ["CRITERIA", "SweepResult", "seed_keys", "sweep"]
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``gd.sweep(...)`` call :func:`sweep` while ``gd.sweep.SweepResult``,
+    ``gd.sweep.seed_keys`` and ``from gdjax.sweep import ...`` keep working."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
