@@ -8,6 +8,7 @@ initialize (``gd.init``) → forward and loss (``gd.make_loss``) → backprop
 from gdjax import (
     batching,
     datasets,
+    diagnostics,
     init,
     losses,
     models,
@@ -15,6 +16,7 @@ from gdjax import (
     sharding,
     stopping,
     streaming,
+    theory,
     transforms,
 )
 from gdjax.batching import Regime, full_batch, minibatch, stochastic
@@ -53,6 +55,7 @@ __all__ = [
     "averaged_params",
     "batching",
     "datasets",
+    "diagnostics",
     "fit",
     "fit_data_parallel",
     "fit_stream",
@@ -73,6 +76,7 @@ __all__ = [
     "stochastic",
     "stopping",
     "streaming",
+    "theory",
     "transforms",
     "value_and_grad",
     "with_example_weights",
