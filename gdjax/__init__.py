@@ -7,6 +7,7 @@ initialize (``gd.init``) → forward and loss (``gd.make_loss``) → backprop
 
 from gdjax import (
     batching,
+    checkpoint,
     datasets,
     diagnostics,
     init,
@@ -20,7 +21,7 @@ from gdjax import (
     transforms,
 )
 from gdjax.batching import Regime, full_batch, minibatch, stochastic
-from gdjax.errors import CheckpointError, GdjaxError, NonFiniteError
+from gdjax.errors import CheckpointError, GdjaxError, GdjaxWarning, NonFiniteError
 from gdjax.gradients import GradResult, value_and_grad
 from gdjax.loop import FitResult, History, fit
 from gdjax.losses import accuracy, make_loss, with_example_weights
@@ -44,6 +45,7 @@ __all__ = [
     "CheckpointError",
     "FitResult",
     "GdjaxError",
+    "GdjaxWarning",
     "GradResult",
     "History",
     "NonFiniteError",
@@ -54,6 +56,7 @@ __all__ = [
     "average_iterates",
     "averaged_params",
     "batching",
+    "checkpoint",
     "datasets",
     "diagnostics",
     "fit",

@@ -37,6 +37,19 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
+def _dtype_name(x: Any) -> str:
+    # str(), not np.dtype(): typed PRNG keys have a dtype NumPy cannot hold.
+    return str(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
+
+
+def shapes(tree: PyTree) -> str:
+    """``"['w']: float32[4], ['b']: float32[]"``: a pytree's leaves for a message."""
+    return ", ".join(
+        f"{path_str(p)}: {_dtype_name(a)}{list(np.shape(a))}"
+        for p, a in jax.tree_util.tree_leaves_with_path(tree)
+    )
+
+
 # ----------------------------------------------------------------------------- keys
 
 
@@ -97,7 +110,11 @@ def check_real(
             + f"{lb}, {hb}"
             + ("]" if high_inclusive and high is not None else ")")
         )
-        raise ValueError(f"{name} must be in {interval}, got {_show(arr)}.")
+        bad = np.zeros(arr.shape, bool)
+        for mask in (lo_bad, hi_bad):
+            if mask is not None:
+                bad |= mask
+        raise ValueError(f"{name} must be in {interval}, got {_show(arr, bad)}.")
     return value
 
 
@@ -120,11 +137,13 @@ def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def _show(arr: np.ndarray) -> str:
+def _show(arr: np.ndarray, bad: np.ndarray | None = None) -> str:
+    """``arr`` for a message: a scalar, or the first offending element of an array."""
     if arr.ndim == 0:
         return repr(arr.item())
-    bad = arr[~np.isfinite(arr)] if not np.all(np.isfinite(arr)) else arr
-    return f"an array containing {bad.flat[0]!r}"
+    if bad is None:
+        bad = ~np.isfinite(arr)
+    return f"an array containing {arr[bad].flat[0].item()!r}"
 
 
 # ----------------------------------------------------------------------------- params
@@ -170,13 +189,26 @@ def check_params(params: PyTree, name: str = "params") -> PyTree:
                 f"{where} must have a floating dtype to be differentiated, got "
                 f"{leaf.dtype}; cast it with .astype(jnp.float32)."
             )
+        if leaf.dtype == np.float64 and not jax.config.jax_enable_x64:
+            raise ValueError(
+                f"{where} is float64 but 64-bit mode is off, so JAX would silently "
+                "train it in float32: call jax.config.update('jax_enable_x64', True) "
+                "or use `with jax.enable_x64(True):`, or cast it with "
+                ".astype(np.float32)."
+            )
     return params
 
 
 def check_same_structure(
-    reference: PyTree, other: PyTree, ref_name: str, other_name: str
+    reference: PyTree,
+    other: PyTree,
+    ref_name: str,
+    other_name: str,
+    *,
+    dtypes: bool = False,
 ) -> None:
-    """``other`` has exactly the tree structure and leaf shapes of ``reference``.
+    """``other`` has exactly the tree structure and leaf shapes of ``reference``
+    (and leaf dtypes, with ``dtypes=True``).
 
     ``optax.apply_updates`` broadcasts a (3, 1) update onto (3, 3) params
     silently; this refuses it, naming the first differing key path.
@@ -206,6 +238,12 @@ def check_same_structure(
             raise ValueError(
                 f"{other_name}{jax.tree_util.keystr(path)} must have shape "
                 f"{tuple(np.shape(leaf))} like {ref_name}, got {tuple(np.shape(o))}."
+            )
+        want, got = _dtype_name(leaf), _dtype_name(o)
+        if dtypes and want != got:
+            raise ValueError(
+                f"{other_name}{jax.tree_util.keystr(path)} must have dtype {want} "
+                f"like {ref_name}, got {got}."
             )
 
 
@@ -277,6 +315,7 @@ def check_loss(
     *,
     has_aux: bool = False,
     name: str = "loss",
+    aux_hint: str = "pass has_aux=True",
 ) -> Any:
     """The loss traces to a float scalar that depends on ``params``.
 
@@ -302,6 +341,12 @@ def check_loss(
             f"{name} uses Python control flow on a traced value; use jnp.where or "
             "jax.lax.cond instead."
         ) from e
+    except (TypeError, ValueError) as e:
+        kind = TypeError if isinstance(e, TypeError) else ValueError
+        raise kind(
+            f"{name}(params, batch) fails to trace on params {shapes(params)} and "
+            f"batch {shapes(batch)}: {str(e).splitlines()[0]}"
+        ) from e
     aux = None
     if has_aux:
         if not (isinstance(out_shape, (tuple, list)) and len(out_shape) == 2):
@@ -313,7 +358,7 @@ def check_loss(
     elif isinstance(out_shape, (tuple, list)):
         raise TypeError(
             f"{name} must return a scalar, got a {type(out_shape).__name__} of "
-            f"{len(out_shape)} items; if it returns (value, aux), pass has_aux=True."
+            f"{len(out_shape)} items; if it returns (value, aux), {aux_hint}."
         )
     if not hasattr(out_shape, "shape") or out_shape.shape != ():
         shape = getattr(out_shape, "shape", None)

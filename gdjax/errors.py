@@ -14,6 +14,10 @@ class GdjaxError(Exception):
     """Base class of every error gdjax raises on its own account."""
 
 
+class GdjaxWarning(UserWarning):
+    """Base class of every warning gdjax issues."""
+
+
 class NonFiniteError(GdjaxError, FloatingPointError):
     """A run met NaN or inf. ``.result`` holds the last finite state."""
 

@@ -459,7 +459,22 @@ def prepare(
             )
 
     batch_abstract = _abstract_batch(data, plan.batch_size)
-    V.check_loss(loss, params, batch_abstract)
+    V.check_loss(
+        loss,
+        params,
+        batch_abstract,
+        aux_hint="fit needs the value alone: pass lambda p, b: loss(p, b)[0]",
+    )
+    if val_data is not None:
+        try:
+            jax.eval_shape(loss, params, val_data)
+        except (TypeError, ValueError) as e:
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(
+                f"val_data does not fit loss: loss(params, val_data) fails on "
+                f"val_data {V.shapes(val_data)} (data is {V.shapes(data)}): "
+                f"{str(e).splitlines()[0]}"
+            ) from e
     if hasattr(loss, "check_data"):
         loss.check_data(params, data)
         if val_data is not None:
@@ -467,15 +482,23 @@ def prepare(
     out = jax.eval_shape(loss, params, batch_abstract)
     dtype = np.dtype(out.dtype)
 
+    if hyperparams:
+        _check_hyperparams(hyperparams)  # before init, which may run eager ops
     if resume is not None:
         state = _check_resume(resume, params, -(-epochs // stride), monitors)
+        V.check_same_structure(
+            jax.eval_shape(transform.init, params),
+            state.opt_state,
+            "transform.init(params)",
+            "resume.opt_state",
+            dtypes=True,
+        )
         opt_state = state.opt_state
     else:
         opt_state = transform.init(params)
     if hyperparams:
         from gdjax.transforms import set_hyperparams
 
-        _check_hyperparams(hyperparams)
         opt_state = set_hyperparams(opt_state, **hyperparams)
     grads_abstract = jax.eval_shape(lambda p: p, params)
     updates = jax.eval_shape(transform.update, grads_abstract, opt_state, params)[0]
@@ -561,7 +584,9 @@ def drive(
     epochs = static.epochs
     if chunk_epochs is None and callback is None and not progress:
         return advance(static, state, data, val_data, key, criteria, np.int32(epochs))
-    k = V.check_int(chunk_epochs or max(1, math.ceil(epochs / 20)), "chunk_epochs")
+    if chunk_epochs is None:
+        chunk_epochs = max(1, math.ceil(epochs / 20))
+    k = V.check_int(chunk_epochs, "chunk_epochs")
     bar = _progress_bar(epochs) if progress else None
     done = int(np.min(np.asarray(state.epoch)))
     try:

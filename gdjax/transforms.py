@@ -370,7 +370,7 @@ def sgd(
     ):
         raise ValueError(
             f"nesterov=True needs momentum in (0, 1), got momentum={momentum}; pass "
-            "a momentum or drop nesterov."
+            "e.g. momentum=0.9, or drop nesterov."
         )
     if decoupled and weight_decay is None:
         raise ValueError(
