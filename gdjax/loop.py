@@ -154,13 +154,17 @@ def _tree_select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
-def _all_finite(tree) -> tuple[jax.Array, jax.Array]:
-    """(all leaves finite, index of the first non-finite leaf or -1)."""
-    flags = jnp.stack(
+def _leaf_flags(tree) -> jax.Array:
+    """One bool per leaf: are all its entries finite?"""
+    return jnp.stack(
         [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]
     )
-    ok = jnp.all(flags)
-    return ok, jnp.where(ok, -1, jnp.argmin(flags)).astype(jnp.int32)
+
+
+def _first_bad_leaf(tree) -> jax.Array:
+    """Index of the first leaf holding a NaN or inf (-1 if none)."""
+    flags = _leaf_flags(tree)
+    return jnp.where(jnp.all(flags), -1, jnp.argmin(flags)).astype(jnp.int32)
 
 
 def _weighted_loss(loss: Callable) -> Callable:
@@ -204,17 +208,33 @@ def run_epochs(
         updates, new_opt = static.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         if static.guard:
+            # The gradient norm (computed anyway for the history) is finite if
+            # every gradient entry is, unless the norm itself overflows (|g| >
+            # 1.8e19 in float32): only then are the leaves checked one by one.
+            # Gating the update on a fresh reduction of the gradients would
+            # cost a pass over them every step.
             loss_ok = jnp.isfinite(value)
-            grad_ok, grad_leaf = _all_finite(grads)
-            par_ok, par_leaf = _all_finite(new_params)
+            grad_ok = jax.lax.cond(
+                jnp.isfinite(gnorm),
+                lambda: jnp.bool_(True),
+                lambda: jnp.all(_leaf_flags(grads)),
+            )
+            par_ok = jnp.all(_leaf_flags(new_params))
             ok = loss_ok & grad_ok & par_ok
             why = jnp.where(
                 ~loss_ok,
                 Status.NONFINITE_LOSS,
                 jnp.where(~grad_ok, Status.NONFINITE_GRAD, Status.NONFINITE_PARAMS),
             )
-            leaf = jnp.where(~loss_ok, -1, jnp.where(~grad_ok, grad_leaf, par_leaf))
             fail = running & ~ok
+            # Which leaf went bad is worked out on the failing step only.
+            leaf = jax.lax.cond(
+                fail & loss_ok,
+                lambda: jnp.where(
+                    grad_ok, _first_bad_leaf(new_params), _first_bad_leaf(grads)
+                ),
+                lambda: jnp.int32(-1),
+            )
             status = jnp.where(fail, why, status).astype(jnp.int32)
             bad_leaf = jnp.where(fail, leaf, bad_leaf).astype(jnp.int32)
             apply = running & ok
