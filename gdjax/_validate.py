@@ -70,6 +70,55 @@ def check_key(key: Any, name: str = "key") -> jax.Array:
     )
 
 
+# ----------------------------------------------------------------------------- memo
+
+_MAX_MEMO = 256
+_MEMO: dict = {}
+
+
+def signature(*trees: Any) -> tuple:
+    """A hashable description of pytrees: structure, shapes, dtypes, weak types.
+
+    Two calls with equal signatures trace identically (what ``jax.jit``'s cache
+    assumes too), so an abstract check that passed for one passes for the other.
+    """
+    out = []
+    for tree in trees:
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        out.append(treedef)
+        out.append(
+            tuple(
+                (
+                    tuple(getattr(x, "shape", np.shape(x))),
+                    str(getattr(x, "dtype", type(x).__name__)),
+                    bool(getattr(x, "weak_type", False)),
+                )
+                for x in leaves
+            )
+        )
+    return tuple(out)
+
+
+def memo(key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per ``key`` (bounded; an unhashable key is not memoized).
+
+    For host-side checks that depend only on functions and signatures: each
+    costs a tracing pass (about a millisecond), and a ``fit`` call made several,
+    as much as a short compiled run. A check that raises is not remembered.
+    """
+    try:
+        return _MEMO[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable callable in the key
+        return compute()
+    value = compute()
+    if len(_MEMO) >= _MAX_MEMO:
+        _MEMO.clear()
+    _MEMO[key] = value
+    return value
+
+
 # ----------------------------------------------------------------------------- numbers
 
 

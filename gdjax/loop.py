@@ -148,6 +148,8 @@ class _Static(NamedTuple):
     has_val: bool
     plateau: bool
     stride: int
+    fast: bool = False
+    unroll: int = 1
 
 
 def _tree_select(pred, new, old):
@@ -195,10 +197,9 @@ def run_epochs(
     )
     full = regime.kind == "full"
 
-    def step(carry, xs):
+    def step(carry, xs, checked):
         params, opt_state, steps, status, bad_leaf, loss_sum, gn_sum, count = carry
         idx, w = xs
-        running = (status == Status.RUNNING) & (steps < criteria.max_steps)
         batch = data if full else batching.gather(data, idx)
         if plan.masked:
             value, grads = value_and_grad(params, batch, w)
@@ -207,6 +208,21 @@ def run_epochs(
         gnorm = optax.tree.norm(grads)
         updates, new_opt = static.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
+        if not checked:
+            # The fast path: every step applies and nothing is tested; the epoch
+            # is tested once at its end and replayed with checked=True if needed.
+            one = jnp.ones((), jnp.int32)
+            return (
+                new_params,
+                new_opt,
+                steps + one.astype(steps.dtype),
+                status,
+                bad_leaf,
+                loss_sum + value,
+                gn_sum + gnorm.astype(value.dtype),
+                count + one,
+            ), None
+        running = (status == Status.RUNNING) & (steps < criteria.max_steps)
         if static.guard:
             # The gradient norm (computed anyway for the history) is finite if
             # every gradient entry is, unless the norm itself overflows (|g| >
@@ -275,7 +291,21 @@ def run_epochs(
             zero,
             jnp.zeros((), jnp.int32),
         )
-        carry, _ = jax.lax.scan(step, carry, (idx, w))
+        xs = (idx, w)
+        checked_step = functools.partial(step, checked=True)
+        if static.fast:
+            carry = _fast_epoch(
+                functools.partial(step, checked=False),
+                checked_step,
+                carry,
+                xs,
+                state.status,
+                criteria,
+                guard=static.guard,
+                unroll=static.unroll,
+            )
+        else:
+            carry, _ = jax.lax.scan(checked_step, carry, xs)
         params, opt_state, steps, status, bad_leaf, loss_sum, gn_sum, count = carry
         status = jnp.where(
             (status == Status.RUNNING) & (steps >= criteria.max_steps),
@@ -350,6 +380,33 @@ def run_epochs(
         return (state.status == Status.RUNNING) & (state.epoch < epoch_limit)
 
     return jax.lax.while_loop(cond, epoch_body, state)
+
+
+def _fast_epoch(fast_step, checked_step, carry, xs, status, criteria, *, guard, unroll):
+    """One epoch of tiny steps: unchecked, tested once, replayed checked if needed.
+
+    A non-finite loss or gradient leaves a non-finite sum, and non-finite
+    parameters stay non-finite (p + u is inf or NaN once p is), so a clean
+    epoch is one in which the checked step would have rejected nothing: both
+    give the same result. Otherwise (a NaN, or the max_steps budget ending
+    inside the epoch) the epoch is replayed step by step with the checks. The
+    replay sits in a while_loop, not a cond, so that under vmap (a sweep) it
+    runs only when some member needs it.
+    """
+    fast, _ = jax.lax.scan(fast_step, carry, xs, unroll=unroll)
+    clean = fast[2] <= criteria.max_steps
+    if guard:
+        clean = clean & jnp.isfinite(fast[5]) & jnp.isfinite(fast[6])
+        clean = clean & jnp.all(_leaf_flags(fast[0]))
+    replay = (status == Status.RUNNING) & ~clean
+
+    def checked_epoch(todo_and_carry):
+        del todo_and_carry
+        again, _ = jax.lax.scan(checked_step, carry, xs)
+        return jnp.zeros((), bool), again
+
+    _, out = jax.lax.while_loop(lambda tc: tc[0], checked_epoch, (replay, fast))
+    return out
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -479,11 +536,19 @@ def prepare(
             )
 
     batch_abstract = _abstract_batch(data, plan.batch_size)
-    V.check_loss(
-        loss,
-        params,
-        batch_abstract,
-        aux_hint="fit needs the value alone: pass lambda p, b: loss(p, b)[0]",
+
+    def check_loss() -> np.dtype:
+        V.check_loss(
+            loss,
+            params,
+            batch_abstract,
+            aux_hint="fit needs the value alone: pass lambda p, b: loss(p, b)[0]",
+        )
+        return np.dtype(jax.eval_shape(loss, params, batch_abstract).dtype)
+
+    # Traced checks depend only on the functions and the signatures: once each.
+    dtype = V.memo(
+        ("fit-loss", loss, V.signature(params, batch_abstract)), check_loss
     )
     if val_data is not None:
         try:
@@ -499,8 +564,6 @@ def prepare(
         loss.check_data(params, data)
         if val_data is not None:
             loss.check_data(params, val_data)
-    out = jax.eval_shape(loss, params, batch_abstract)
-    dtype = np.dtype(out.dtype)
 
     if hyperparams:
         _check_hyperparams(hyperparams)  # before init, which may run eager ops
@@ -520,9 +583,14 @@ def prepare(
         from gdjax.transforms import set_hyperparams
 
         opt_state = set_hyperparams(opt_state, **hyperparams)
-    grads_abstract = jax.eval_shape(lambda p: p, params)
-    updates = jax.eval_shape(transform.update, grads_abstract, opt_state, params)[0]
-    V.check_same_structure(params, updates, "params", "the transform's updates")
+
+    def check_update() -> bool:
+        grads_abstract = jax.eval_shape(lambda p: p, params)
+        updates = jax.eval_shape(transform.update, grads_abstract, opt_state, params)
+        V.check_same_structure(params, updates[0], "params", "the transform's updates")
+        return True
+
+    V.memo(("update", transform.update, V.signature(params, opt_state)), check_update)
 
     static = _Static(
         loss=loss,
@@ -538,6 +606,8 @@ def prepare(
         has_val=val_data is not None,
         plateau=tol is not None,
         stride=stride,
+        fast=_products(params, plan) <= _FAST_STEP,
+        unroll=2 if _products(params, plan) <= _UNROLL_STEP else 1,
     )
     if resume is None:
         state = initial_state(static, params, opt_state, dtype)
@@ -551,6 +621,28 @@ def prepare(
         patience=patience,
     )
     return Prepared(static, state, data, val_data, key, criteria)
+
+
+_FAST_STEP = 65_536
+"""Steps of at most this many batch x parameter products are checked per epoch."""
+_UNROLL_STEP = 4_096
+"""Steps of at most this many products run 2 to an iteration of the scan."""
+
+
+def _products(params: Params, plan: batching.Plan) -> int:
+    """Batch size times parameter count: how big one step is.
+
+    At or below :data:`_FAST_STEP` the per-step NaN/inf test (a reduction per
+    leaf, a select per leaf) costs as much as the step itself, so the epoch
+    runs unchecked and is tested once (:func:`_fast_epoch`); that compiles the
+    step twice, which only pays for such steps. At or below
+    :data:`_UNROLL_STEP` even XLA's loop (about a microsecond per iteration on
+    CPU, as much as a batch-1 logistic-regression step) is worth amortizing.
+    """
+    size = sum(
+        math.prod(getattr(p, "shape", np.shape(p))) for p in jax.tree.leaves(params)
+    )
+    return plan.batch_size * size
 
 
 def _check_hyperparams(hyperparams: Mapping[str, Any]) -> None:

@@ -429,7 +429,10 @@ def make_loss(
                         f"softmax_cross_entropy, got dtype {labels.dtype}; convert "
                         "them with .astype(np.int32)."
                     )
-                out = jax.eval_shape(apply, params, x)
+                out = _validate.memo(
+                    ("apply", apply, _validate.signature(params, x)),
+                    lambda: jax.eval_shape(apply, params, x),
+                )
                 k = out.shape[-1] if out.ndim >= 2 else None
                 if k is None:
                     raise ValueError(
@@ -451,8 +454,12 @@ def make_loss(
                     f"data labels {where} must be {allowed}, got "
                     f"{labels[idx].item()!r} at index {index}."
                 )
-        # Shapes, dtypes and the loss itself, traced abstractly: compiles nothing.
-        jax.eval_shape(loss, params, data)
+        # Shapes, dtypes and the loss itself, traced abstractly: compiles nothing
+        # (once per signature).
+        _validate.memo(
+            ("loss-on-data", loss, _validate.signature(params, data)),
+            lambda: jax.eval_shape(loss, params, data),
+        )
 
     loss.accepts_weights = True
     loss.apply = apply

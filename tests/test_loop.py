@@ -8,7 +8,7 @@ import pytest
 from helpers import least_squares_problem, ls_loss, ls_value, zeros_params
 
 import gdjax as gd
-from gdjax import batching
+from gdjax import batching, loop
 
 KEY = jax.random.key(0)
 
@@ -541,3 +541,25 @@ def test_bad_input_raises_before_compiling(case, compiles):
         with pytest.raises(err, match=match):
             gd.fit(*args, **kwargs)
     assert c.count == 0, name
+
+
+@pytest.mark.parametrize("bad_step", [None, 6])
+def test_epoch_level_fast_path_equals_per_step_checks(bad_step, monkeypatch):
+    """Tiny steps run an epoch unchecked and replay it checked only on trouble:
+    the result must be bitwise that of checking every step."""
+    data, *_ = least_squares_problem(n=40)
+    x, y = data
+    if bad_step is not None:
+        x = x.at[4 * bad_step + 2, 0].set(jnp.inf)
+    kw = dict(key=KEY, epochs=3, regime=gd.minibatch(4), check_finite=False,
+              max_steps=25)
+    tx = gd.sgd(0.05, momentum=0.9)
+    fast = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
+    monkeypatch.setattr(loop, "_FAST_STEP", -1)  # every step checked
+    slow = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
+        np.testing.assert_array_equal(a, b)
+    if bad_step is None:
+        assert fast.stopped_by == gd.Status.MAX_STEPS and int(fast.steps) == 25
+    else:
+        assert fast.failed
