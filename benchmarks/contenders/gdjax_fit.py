@@ -1,0 +1,71 @@
+"""gdjax as a user calls it: one ``gd.fit`` per run (W4: one ``gd.sweep``).
+
+``run()`` is the whole public call, host-side validation included: ``gd.fit(loss,
+params, data, gd.sgd(lr, momentum), key=..., epochs=..., regime=...)`` (plain
+``gd.sgd(lr)``, which keeps no momentum buffer, when the momentum is 0) with the
+defaults (``guard=True``: every step checks loss, gradients and new parameters
+for NaN/inf; a per-epoch loss and gradient-norm history). The regime drops the
+last short batch like every other contender (``gd.minibatch(B,
+last_batch="drop")``, ``gd.stochastic()`` for B = 1, ``gd.full_batch()``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gdjax as gd
+from benchmarks.contenders import Prepared, common
+from benchmarks.workloads import Workload
+
+NAME = "gdjax"
+LABEL = "gdjax gd.fit (W4: gd.sweep)"
+REQUIRES: tuple[str, ...] = ()
+
+
+def supports(w: Workload) -> bool:
+    del w
+    return True
+
+
+def regime(w: Workload, shuffle: bool = True) -> gd.Regime:
+    if shuffle or w.batch_size is None:
+        return w.regime()
+    return gd.minibatch(w.batch_size, shuffle=False, last_batch="drop")
+
+
+def prepare(w: Workload, *, guard: bool = True, shuffle: bool = True) -> Prepared:
+    if w.is_sweep:
+        from benchmarks.contenders import w4_sweep
+
+        return w4_sweep.prepare_sweep(w, guard=guard)
+    loss = w.gd_loss()
+    params = jax.tree.map(jnp.asarray, w.params)
+    data = (jnp.asarray(w.x), jnp.asarray(w.y))
+    tx = gd.sgd(w.learning_rate, momentum=w.momentum or None)
+    reg = regime(w, shuffle)
+    key = jax.random.key(w.seed)
+    kwargs = dict(key=key, epochs=w.epochs, regime=reg, guard=guard)
+
+    def run():
+        return jax.block_until_ready(gd.fit(loss, params, data, tx, **kwargs))
+
+    def memory():
+        from gdjax import loop
+
+        p = loop.prepare(loss, params, data, tx, **kwargs)
+        lowered = loop._advance.lower(*p, np.int32(w.epochs))
+        return common.xla_memory(lowered.compile())
+
+    notes = []
+    if not guard:
+        notes.append("guard=False")
+    if not shuffle:
+        notes.append("shuffle=False")
+    return Prepared(
+        run=run,
+        to_params=lambda r: common.to_numpy(r.params),
+        xla_memory=memory,
+        notes=", ".join(notes),
+    )
