@@ -40,6 +40,7 @@ from gdjax import batching, stopping
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import NonFiniteError
 from gdjax.stopping import Criteria, Status
+from gdjax.transforms import check_hyperparams, set_hyperparams
 
 
 class History(NamedTuple):
@@ -547,9 +548,7 @@ def prepare(
         return np.dtype(jax.eval_shape(loss, params, batch_abstract).dtype)
 
     # Traced checks depend only on the functions and the signatures: once each.
-    dtype = V.memo(
-        ("fit-loss", loss, V.signature(params, batch_abstract)), check_loss
-    )
+    dtype = V.memo(("fit-loss", loss, V.signature(params, batch_abstract)), check_loss)
     if val_data is not None:
         try:
             jax.eval_shape(loss, params, val_data)
@@ -566,7 +565,8 @@ def prepare(
             loss.check_data(params, val_data)
 
     if hyperparams:
-        _check_hyperparams(hyperparams)  # before init, which may run eager ops
+        # Before init, which may run eager ops.
+        check_hyperparams(hyperparams)
     if resume is not None:
         state = _check_resume(resume, params, -(-epochs // stride), monitors)
         V.check_same_structure(
@@ -580,8 +580,6 @@ def prepare(
     else:
         opt_state = transform.init(params)
     if hyperparams:
-        from gdjax.transforms import set_hyperparams
-
         opt_state = set_hyperparams(opt_state, **hyperparams)
 
     def check_update() -> bool:
@@ -643,19 +641,6 @@ def _products(params: Params, plan: batching.Plan) -> int:
         math.prod(getattr(p, "shape", np.shape(p))) for p in jax.tree.leaves(params)
     )
     return plan.batch_size * size
-
-
-def _check_hyperparams(hyperparams: Mapping[str, Any]) -> None:
-    checks = {
-        "learning_rate": V.check_positive,
-        "momentum": lambda v, n: V.check_real(
-            v, n, low=0.0, high=1.0, high_inclusive=False
-        ),
-        "weight_decay": V.check_nonnegative,
-    }
-    for name, value in hyperparams.items():
-        if name in checks:
-            checks[name](value, f"hyperparams[{name!r}]")
 
 
 def _check_resume(resume: FitResult, params: Params, rows: int, monitors) -> FitResult:

@@ -72,7 +72,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gdjax import _validate as V
-from gdjax import batching, loop
+from gdjax import batching, loop, transforms
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.loop import FitResult, History
 from gdjax.stopping import Status
@@ -549,21 +549,19 @@ def _check_values(name: str, values: np.ndarray) -> None:
         for v in values.tolist():
             V.check_int(v, where, minimum=1)
         return
-    if name in ("tol", "grad_tol", "weight_decay"):
+    if name in ("tol", "grad_tol"):
         V.check_nonnegative(values, where)
-    elif name == "learning_rate":
-        V.check_positive(values, where)
-    elif name == "momentum":
-        V.check_real(values, where, low=0.0, high=1.0, high_inclusive=False)
+    elif name in ("learning_rate", "momentum", "weight_decay"):
+        transforms.check_hyperparams({name: values})
     else:
         V.check_real(values, where)
 
 
 def _injected(opt_state: PyTree) -> tuple[dict[str, Any], set[str]]:
     """The transform's injected hyperparameters (abstract) and the scheduled ones."""
-    from gdjax import transforms
-
-    return transforms._collect(opt_state)
+    settable, scheduled = transforms.hyperparam_names(opt_state)
+    values = transforms.get_hyperparams(opt_state) if settable else {}
+    return {n: values[n] for n in settable}, set(scheduled)
 
 
 def _key_spec() -> jax.ShapeDtypeStruct:

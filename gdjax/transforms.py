@@ -48,7 +48,9 @@ __all__ = [
     "chain",
     "clip",
     "clip_by_global_norm",
+    "check_hyperparams",
     "get_hyperparams",
+    "hyperparam_names",
     "inverse_time_decay",
     "power_decay",
     "set_hyperparams",
@@ -197,9 +199,7 @@ def _sgd_inner(structure: _Structure) -> Callable[..., Any]:
                 *trace, *decay, optax.scale_by_learning_rate(learning_rate)
             )
         # g <- g + wd theta, then optax.sgd: torch.optim.SGD(weight_decay=wd).
-        return optax.chain(
-            *decay, *trace, optax.scale_by_learning_rate(learning_rate)
-        )
+        return optax.chain(*decay, *trace, optax.scale_by_learning_rate(learning_rate))
 
     return inner
 
@@ -373,9 +373,7 @@ def sgd(
             "e.g. momentum=0.9, or drop nesterov."
         )
     if decoupled and weight_decay is None:
-        raise ValueError(
-            "decoupled_weight_decay=True needs a weight_decay, got None."
-        )
+        raise ValueError("decoupled_weight_decay=True needs a weight_decay, got None.")
     structure = _Structure(
         nesterov, decoupled, momentum is not None, weight_decay is not None
     )
@@ -435,6 +433,33 @@ def _collect(opt_state: PyTree) -> tuple[dict[str, Any], set[str]]:
             values[name], where[name] = value, here
         scheduled |= set(getattr(node, "hyperparams_states", {}) or {})
     return values, scheduled
+
+
+def check_hyperparams(values: Any, *, where: str = "hyperparams") -> None:
+    """Range-check numbers meant for injected hyperparameters, on the host.
+
+    The ranges of :func:`sgd` (``learning_rate > 0``, ``momentum`` in
+    ``[0, 1)``, ``weight_decay >= 0``, all finite) are checked elementwise, so
+    a swept array is checked member by member; other names pass through. This
+    is the one table of ranges that ``fit(hyperparams=...)``, ``sweep`` and
+    :func:`set_hyperparams` share.
+
+    Raises:
+      ValueError: naming ``where[name]``, the range and the offending value.
+    """
+    for name, value in values.items():
+        if name in _RANGES:
+            _check_scalar(value, f"{where}[{name!r}]", **_RANGES[name], scalar=False)
+
+
+def hyperparam_names(opt_state: PyTree) -> tuple[list[str], list[str]]:
+    """``(settable, scheduled)``: the injected hyperparameter names in a state.
+
+    Settable names can be changed with :func:`set_hyperparams`; scheduled ones
+    are driven by a schedule inside the transform.
+    """
+    values, scheduled = _collect(opt_state)
+    return sorted(set(values) - scheduled), sorted(scheduled)
 
 
 def get_hyperparams(opt_state: PyTree) -> dict[str, jax.Array]:
