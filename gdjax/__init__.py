@@ -11,10 +11,15 @@ from gdjax import (
     datasets,
     diagnostics,
     init,
+    loop,
     losses,
+    members,
     models,
     plot,
+    results,
+    runs,
     sharding,
+    spec,
     stopping,
     streaming,
     theory,
@@ -23,12 +28,16 @@ from gdjax import (
 from gdjax.batching import Regime, full_batch, minibatch, stochastic
 from gdjax.errors import CheckpointError, GdjaxError, GdjaxWarning, NonFiniteError
 from gdjax.gradients import GradResult, value_and_grad
-from gdjax.loop import FitResult, History, fit
+from gdjax._sweep import sweep
+from gdjax.loop import History
 from gdjax.losses import accuracy, make_loss, with_example_weights
+from gdjax.members import seed_keys
+from gdjax.results import FitResult, SweepResult
+from gdjax.runs import fit
 from gdjax.sharding import fit_data_parallel
+from gdjax.spec import Driving, Recording, Stopping
 from gdjax.stopping import Status
-from gdjax.streaming import fit_stream
-from gdjax.sweep import SweepResult, seed_keys
+from gdjax.streaming import fit_stream, sweep_stream
 from gdjax.transforms import (
     average_iterates,
     averaged_params,
@@ -43,14 +52,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "Driving",
     "FitResult",
     "GdjaxError",
     "GdjaxWarning",
     "GradResult",
     "History",
     "NonFiniteError",
+    "Recording",
     "Regime",
     "Status",
+    "Stopping",
     "SweepResult",
     "accuracy",
     "average_iterates",
@@ -65,20 +77,27 @@ __all__ = [
     "full_batch",
     "get_hyperparams",
     "init",
+    "loop",
     "inverse_time_decay",
     "losses",
     "make_loss",
+    "members",
     "minibatch",
     "models",
     "plot",
     "power_decay",
+    "results",
+    "runs",
     "seed_keys",
     "set_hyperparams",
     "sgd",
     "sharding",
+    "spec",
     "stochastic",
     "stopping",
     "streaming",
+    "sweep",
+    "sweep_stream",
     "theory",
     "transforms",
     "value_and_grad",

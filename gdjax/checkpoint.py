@@ -302,7 +302,7 @@ def _check_keep(keep: Any) -> int | None:
 
 
 def _check_state(state: Any, name: str = "state") -> None:
-    from gdjax.loop import FitResult
+    from gdjax.results import FitResult
 
     if not isinstance(state, FitResult):
         raise TypeError(

@@ -59,7 +59,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -69,9 +69,10 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from gdjax import _validate as V
-from gdjax import batching, loop, transforms
+from gdjax import batching, loop, runs, spec, transforms
 from gdjax._typing import ArrayLike, Batch, Key, LossFn, Params, PyTree
-from gdjax.errors import NonFiniteError
+from gdjax.results import FitResult
+from gdjax.spec import Driving, Recording, Stopping
 from gdjax.stopping import Status
 
 __all__ = [
@@ -403,17 +404,10 @@ class AutoStepResult(NamedTuple):
       learning_rate: ``(c,)`` the learning rate used in each chunk.
     """
 
-    result: loop.FitResult
+    result: FitResult
     chunk_start: np.ndarray
     sharpness: np.ndarray
     learning_rate: np.ndarray
-
-
-_DRIVE_KWARGS = ("callback", "progress")
-_REFUSED_KWARGS = {
-    "chunk_epochs": "use reestimate_every",
-    "donate": "the chunks share their state with the host",
-}
 
 
 def fit_auto_step(
@@ -424,11 +418,16 @@ def fit_auto_step(
     *,
     key: Key,
     epochs: int,
+    regime: batching.Regime | None = None,
+    val_data: Batch | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
     reestimate_every: int = 10,
     safety: float = 1.0,
     iters: int = 20,
-    raise_on_nonfinite: bool = False,
-    **fit_kwargs: Any,
+    stopping: Stopping | None = None,
+    recording: Recording | None = None,
+    driving: Driving | None = None,
+    **options: Any,
 ) -> AutoStepResult:
     r"""``gd.fit`` with the step :math:`\eta = \text{safety}/L` re-measured as it goes.
 
@@ -457,10 +456,10 @@ def fit_auto_step(
       reestimate_every: :math:`k \ge 1`, epochs per chunk.
       safety: factor in :math:`(0, 2)`.
       iters: power iterations per measurement.
-      raise_on_nonfinite: as in ``gd.fit``.
-      **fit_kwargs: any other ``gd.fit`` keyword (``regime``, ``monitors``,
-        ``grad_tol``, ``callback``, ``progress``, ...); not ``chunk_epochs``
-        or ``donate``.
+      regime, val_data, hyperparams: as for ``gd.fit``.
+      stopping, recording, driving, **options: the run options of ``gd.fit``
+        (``monitors``, ``grad_tol``, ``callback``, ``progress``, ...); not
+        ``chunk_epochs`` (use ``reestimate_every``) or ``donate``.
 
     Returns:
       :class:`AutoStepResult` ``(result, chunk_start, sharpness,
@@ -484,17 +483,21 @@ def fit_auto_step(
     k = V.check_int(reestimate_every, "reestimate_every")
     iters = V.check_int(iters, "iters")
     _check_safety(safety)
-    for name, why in _REFUSED_KWARGS.items():
-        if name in fit_kwargs:
-            raise TypeError(f"fit_auto_step does not take {name}: {why}.")
-    hyper = dict(fit_kwargs.pop("hyperparams", None) or {})
+    stopping, recording, driving = spec.from_options(
+        stopping, recording, driving, **options
+    )
+    if driving.chunk_epochs is not None:
+        raise TypeError("fit_auto_step does not take chunk_epochs: use reestimate_every.")
+    if driving.donate:
+        raise TypeError(
+            "fit_auto_step does not take donate: the chunks share their state with "
+            "the host."
+        )
+    hyper = dict(hyperparams or {})
     if "learning_rate" in hyper:
         raise ValueError(
             "fit_auto_step sets hyperparams['learning_rate'] itself; leave it out."
         )
-    drive_kwargs = {
-        name: fit_kwargs.pop(name) for name in _DRIVE_KWARGS if name in fit_kwargs
-    }
     key = V.check_key(key)
     k_run, k_probe = jax.random.split(key)
     transform = transforms.sgd(1.0) if transform is None else transform
@@ -524,18 +527,22 @@ def fit_auto_step(
     eta0 = measure(params, 0)
     starts.append(0)
     hyper["learning_rate"] = eta0
-    prepared = loop.prepare(
+    run = runs.prepare(
         loss,
         params,
         data,
         transform,
         key=k_run,
         epochs=epochs,
+        regime=regime,
+        val_data=val_data,
         hyperparams=hyper,
-        **fit_kwargs,
+        stopping=stopping,
+        recording=recording,
+        driving=driving,
     )
 
-    def advance(static, state, data_, val_data, key_, criteria, epoch_limit):
+    def advance(program, state, inputs, epoch_limit):
         epoch = int(np.min(np.asarray(state.epoch)))
         if epoch > 0:
             eta = measure(state.params, len(starts))
@@ -543,13 +550,12 @@ def fit_auto_step(
             state = state._replace(
                 opt_state=transforms.set_hyperparams(state.opt_state, learning_rate=eta)
             )
-        return loop._advance(
-            static, state, data_, val_data, key_, criteria, epoch_limit
-        )
+        return loop.advance(program, state, inputs, epoch_limit)
 
-    result = loop.drive(prepared, advance=advance, chunk_epochs=k, **drive_kwargs)
-    if raise_on_nonfinite and result.failed:
-        raise NonFiniteError(loop.describe_stop(result), result)
+    state = runs.drive(
+        run, advance=advance, driving=dataclasses.replace(driving, chunk_epochs=k)
+    )
+    result = runs.finish(state, driving)
     return AutoStepResult(
         result,
         np.asarray(starts, np.int32),
@@ -978,14 +984,6 @@ class LRRangeResult(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _advance_members(static, state, data, val_data, key, criteria, epoch_limit):
-    run = functools.partial(loop.run_epochs, static)
-    return jax.vmap(run, in_axes=(0, None, None, None, None, None))(
-        state, data, val_data, key, criteria, epoch_limit
-    )
-
-
-@functools.partial(jax.jit, static_argnums=0)
 def _member_losses(loss, params, data):
     return jax.vmap(lambda p: loss(p, data))(params)
 
@@ -1159,7 +1157,7 @@ def lr_range_test(
         epochs = math.ceil(max_steps / max(batching.plan(regime, n).steps, 1))
     epochs = V.check_int(epochs, "epochs")
     tx = _range_transform(transform, float(lrs[0]), params)
-    prepared = loop.prepare(
+    run = runs.prepare(
         loss,
         params,
         data,
@@ -1167,24 +1165,21 @@ def lr_range_test(
         key=key,
         epochs=epochs,
         regime=regime,
-        max_steps=max_steps,
+        stopping=Stopping(max_steps=max_steps),
+        recording=Recording(),
+        driving=Driving(),
     )
     m = lrs.size
-    state = _batched(prepared.state, m)
+    state = _batched(run.state, m)
     state = state._replace(
         opt_state=transforms.set_hyperparams(state.opt_state, learning_rate=lrs)
     )
-    state = _advance_members(
-        prepared.static,
-        state,
-        prepared.data,
-        prepared.val_data,
-        prepared.key,
-        prepared.criteria,
-        np.int32(epochs),
+    inputs = run.inputs._replace(
+        key=_batched(run.inputs.key, m), criteria=_batched(run.inputs.criteria, m)
     )
-    start = np.asarray(_member_losses(loss, _batched(params, m), prepared.data))
-    end = np.asarray(_member_losses(loss, state.params, prepared.data))
+    state = loop.advance_members(run.program, state, inputs, np.int32(epochs))
+    start = np.asarray(_member_losses(loss, _batched(params, m), run.inputs.data))
+    end = np.asarray(_member_losses(loss, state.params, run.inputs.data))
     failed = np.asarray(state.status) >= Status.NONFINITE_LOSS
     losses = np.where(failed | ~np.isfinite(end), np.inf, end).astype(float)
     initial = float(start[0])

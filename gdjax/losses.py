@@ -20,6 +20,7 @@ The contract, before any code:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -325,9 +326,182 @@ def _weighted_mean(
     return total / jnp.sum(w)
 
 
+# ------------------------------------------------------------------ losses as values
+#
+# A loss, a weighted loss and a metric are frozen dataclasses: two built from the
+# same arguments are equal and hash alike, so a rebuilt ``make_loss(...)`` reuses
+# the compiled run. ``Loss`` is also a pytree whose one leaf is ``l2``: the run
+# passes that leaf into the program as an argument, so a new ``l2`` does not
+# recompile either (only switching the penalty on or off does).
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["l2"],
+    meta_fields=["apply", "per_example", "penalized"],
+)
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    r"""``loss(params, batch, weights=None)``: what :func:`make_loss` returns.
+
+    .. math::
+        L(\theta; B, w) = \frac{\sum_{i \in B} w_i\,
+          \ell\big(f_\theta(x_i), y_i\big)}{\sum_{i \in B} w_i}
+          + \frac{\lambda}{2} \lVert \theta \rVert_2^2
+
+    Attributes:
+      apply: ``apply(params, x) -> predictions``.
+      per_example: ``per_example(predictions, y) -> (n,)``.
+      l2: the penalty :math:`\lambda` (a pytree leaf: traced in a run).
+      penalized: whether the penalty term is built at all (``l2 != 0``).
+    """
+
+    apply: ApplyFn
+    per_example: PerExampleLoss
+    l2: Any = 0.0
+    penalized: bool = True
+
+    accepts_weights = True
+    """Declares that the loss takes per-example ``weights`` (masked padding)."""
+
+    def __call__(
+        self, params: Params, batch: Batch, weights: ArrayLike | None = None
+    ) -> jax.Array:
+        x, y = _unpack(batch)
+        per = jnp.asarray(self.per_example(self.apply(params, x), y))
+        x_leaves = jax.tree.leaves(x)
+        n = x_leaves[0].shape[0] if x_leaves else None
+        if per.ndim != 1 or (n is not None and per.shape[0] != n):
+            raise ValueError(
+                f"per_example must return one loss per example, shape ({n},), got "
+                f"{per.shape}."
+            )
+        value = _weighted_mean(per, weights)
+        if not self.penalized:
+            return value
+        penalty = optax.tree.norm(params, squared=True)
+        return value + jnp.asarray(self.l2, value.dtype) / 2 * penalty.astype(
+            value.dtype
+        )
+
+    def check_data(self, params: Params, data: Batch) -> None:
+        """Check ``data``'s labels against ``per_example`` on the host (no compile).
+
+        Raises ``TypeError`` for non-integer class labels and ``ValueError`` naming
+        the first offending label value and its index.
+        """
+        _check_labels(self.apply, self.per_example, params, data)
+        # Shapes, dtypes and the loss itself, traced abstractly: compiles nothing
+        # (once per signature).
+        _validate.memo(
+            ("loss-on-data", self, _validate.signature(params, data)),
+            lambda: jax.eval_shape(self, params, data),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedLoss:
+    """A mean-over-examples user loss given ``weights``: see
+    :func:`with_example_weights`."""
+
+    loss: LossFn
+
+    accepts_weights = True
+
+    def __call__(
+        self, params: Params, batch: Batch, weights: ArrayLike | None = None
+    ) -> jax.Array:
+        if weights is None:
+            return self.loss(params, batch)
+
+        def one(example: PyTree) -> jax.Array:
+            return self.loss(params, jax.tree.map(lambda a: a[None], example))
+
+        per = jax.vmap(one)(batch)
+        return _weighted_mean(per, weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class Accuracy:
+    r"""``metric(params, batch, weights=None)``: what :func:`accuracy` returns.
+
+    Attributes:
+      apply: ``apply(params, x) -> logits``.
+    """
+
+    apply: ApplyFn
+
+    accepts_weights = True
+
+    def __call__(
+        self, params: Params, batch: Batch, weights: ArrayLike | None = None
+    ) -> jax.Array:
+        x, y = _unpack(batch)
+        z = jnp.asarray(self.apply(params, x))
+        y = jnp.asarray(y)
+        dtype = (
+            z.dtype if jnp.issubdtype(z.dtype, jnp.floating) else jnp.result_type(float)
+        )
+        if z.ndim >= 2 and z.shape[-1] > 1:
+            if y.shape == (*z.shape[:-1], 1):
+                y = y[..., 0]
+            if y.shape != z.shape[:-1]:
+                raise ValueError(
+                    f"accuracy labels must have shape {z.shape[:-1]} for logits "
+                    f"of shape {z.shape}, got {y.shape}."
+                )
+            correct = jnp.argmax(z, axis=-1) == y
+        else:
+            z, y = _align(z, y, "accuracy")
+            correct = (z > 0) == (y > 0)
+        per = jnp.mean(correct.astype(dtype), axis=tuple(range(1, correct.ndim)))
+        return _weighted_mean(per, weights)
+
+
+def _check_labels(apply, per_example, params: Params, data: Batch) -> None:
+    x, y = _unpack(data, "data")
+    # Finiteness is the caller's choice (fit(check_finite=...)): shapes only.
+    _validate.check_data(data, "data", check_finite=False)
+    where = _label_where(data, "data")
+    kind = _labels_kind(per_example)
+    if kind is None:
+        return
+    labels = np.asarray(y)
+    if kind == _CLASS:
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(
+                f"data labels {where} must be integer class indices for "
+                f"softmax_cross_entropy, got dtype {labels.dtype}; convert "
+                "them with .astype(np.int32)."
+            )
+        out = _validate.memo(
+            ("apply", apply, _validate.signature(params, x)),
+            lambda: jax.eval_shape(apply, params, x),
+        )
+        k = out.shape[-1] if out.ndim >= 2 else None
+        if k is None:
+            raise ValueError(
+                "softmax_cross_entropy needs apply to return (n, k) logits, "
+                f"got shape {out.shape}."
+            )
+        bad = (labels < 0) | (labels >= k)
+        allowed = f"integers in [0, {k}) (k = apply's last output axis)"
+    else:
+        bad = ~((labels == 0) | (labels == 1))
+        allowed = "in {0, 1}"
+    if np.any(bad):
+        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), labels.shape))
+        # (n,) or (n, 1) labels: the example index; otherwise the position.
+        index = idx[0] if labels.size == labels.shape[0] else idx
+        raise ValueError(
+            f"data labels {where} must be {allowed}, got "
+            f"{labels[idx].item()!r} at index {index}."
+        )
+
+
 def make_loss(
     apply: ApplyFn, per_example: PerExampleLoss, *, l2: ArrayLike = 0.0
-) -> Callable[..., jax.Array]:
+) -> Loss:
     r"""A batch loss from a model and a per-example loss, with optional L2 penalty.
 
     .. math::
@@ -389,84 +563,8 @@ def make_loss(
         raise ValueError(
             f"l2 must be a scalar, got shape {np.shape(l2)}; sweep it with vmap."
         )
-    no_penalty = isinstance(l2, (int, float)) and l2 == 0
-
-    def loss(
-        params: Params, batch: Batch, weights: ArrayLike | None = None
-    ) -> jax.Array:
-        x, y = _unpack(batch)
-        per = jnp.asarray(per_example(apply(params, x), y))
-        x_leaves = jax.tree.leaves(x)
-        n = x_leaves[0].shape[0] if x_leaves else None
-        if per.ndim != 1 or (n is not None and per.shape[0] != n):
-            raise ValueError(
-                f"per_example must return one loss per example, shape ({n},), got "
-                f"{per.shape}."
-            )
-        value = _weighted_mean(per, weights)
-        if no_penalty:
-            return value
-        penalty = optax.tree.norm(params, squared=True)
-        return value + jnp.asarray(l2, value.dtype) / 2 * penalty.astype(value.dtype)
-
-    def check_data(params: Params, data: Batch) -> None:
-        """Check ``data``'s labels against ``per_example`` on the host (no compile).
-
-        Raises ``TypeError`` for non-integer class labels and ``ValueError`` naming
-        the first offending label value and its index.
-        """
-        x, y = _unpack(data, "data")
-        # Finiteness is the caller's choice (fit(check_finite=...)): shapes only.
-        _validate.check_data(data, "data", check_finite=False)
-        where = _label_where(data, "data")
-        kind = _labels_kind(per_example)
-        if kind is not None:
-            labels = np.asarray(y)
-            if kind == _CLASS:
-                if not np.issubdtype(labels.dtype, np.integer):
-                    raise TypeError(
-                        f"data labels {where} must be integer class indices for "
-                        f"softmax_cross_entropy, got dtype {labels.dtype}; convert "
-                        "them with .astype(np.int32)."
-                    )
-                out = _validate.memo(
-                    ("apply", apply, _validate.signature(params, x)),
-                    lambda: jax.eval_shape(apply, params, x),
-                )
-                k = out.shape[-1] if out.ndim >= 2 else None
-                if k is None:
-                    raise ValueError(
-                        "softmax_cross_entropy needs apply to return (n, k) logits, "
-                        f"got shape {out.shape}."
-                    )
-                bad = (labels < 0) | (labels >= k)
-                allowed = f"integers in [0, {k}) (k = apply's last output axis)"
-            else:
-                bad = ~((labels == 0) | (labels == 1))
-                allowed = "in {0, 1}"
-            if np.any(bad):
-                idx = tuple(
-                    int(i) for i in np.unravel_index(int(np.argmax(bad)), labels.shape)
-                )
-                # (n,) or (n, 1) labels: the example index; otherwise the position.
-                index = idx[0] if labels.size == labels.shape[0] else idx
-                raise ValueError(
-                    f"data labels {where} must be {allowed}, got "
-                    f"{labels[idx].item()!r} at index {index}."
-                )
-        # Shapes, dtypes and the loss itself, traced abstractly: compiles nothing
-        # (once per signature).
-        _validate.memo(
-            ("loss-on-data", loss, _validate.signature(params, data)),
-            lambda: jax.eval_shape(loss, params, data),
-        )
-
-    loss.accepts_weights = True
-    loss.apply = apply
-    loss.per_example = per_example
-    loss.l2 = l2
-    loss.check_data = check_data
-    return loss
+    penalized = isinstance(l2, jax.core.Tracer) or np.any(np.asarray(l2) != 0)
+    return Loss(apply, per_example, l2, bool(penalized))
 
 
 def with_example_weights(loss: LossFn) -> Callable[..., jax.Array]:
@@ -520,34 +618,11 @@ def with_example_weights(loss: LossFn) -> Callable[..., jax.Array]:
             f"{_validate.describe(loss)}."
         )
     if getattr(loss, "accepts_weights", False):
-
-        def passthrough(
-            params: Params, batch: Batch, weights: ArrayLike | None = None
-        ) -> jax.Array:
-            return loss(params, batch, weights)
-
-        passthrough.accepts_weights = True
-        passthrough.loss = loss
-        return passthrough
-
-    def weighted(
-        params: Params, batch: Batch, weights: ArrayLike | None = None
-    ) -> jax.Array:
-        if weights is None:
-            return loss(params, batch)
-
-        def one(example: PyTree) -> jax.Array:
-            return loss(params, jax.tree.map(lambda a: a[None], example))
-
-        per = jax.vmap(one)(batch)
-        return _weighted_mean(per, weights)
-
-    weighted.accepts_weights = True
-    weighted.loss = loss
-    return weighted
+        return loss
+    return WeightedLoss(loss)
 
 
-def accuracy(apply: ApplyFn) -> Callable[..., jax.Array]:
+def accuracy(apply: ApplyFn) -> Accuracy:
     r"""The (weighted) fraction of examples classified correctly.
 
     .. math::
@@ -577,36 +652,13 @@ def accuracy(apply: ApplyFn) -> Callable[..., jax.Array]:
             f"{_validate.describe(apply)}."
         )
 
-    def metric(
-        params: Params, batch: Batch, weights: ArrayLike | None = None
-    ) -> jax.Array:
-        x, y = _unpack(batch)
-        z = jnp.asarray(apply(params, x))
-        y = jnp.asarray(y)
-        dtype = (
-            z.dtype if jnp.issubdtype(z.dtype, jnp.floating) else jnp.result_type(float)
-        )
-        if z.ndim >= 2 and z.shape[-1] > 1:
-            if y.shape == (*z.shape[:-1], 1):
-                y = y[..., 0]
-            if y.shape != z.shape[:-1]:
-                raise ValueError(
-                    f"accuracy labels must have shape {z.shape[:-1]} for logits "
-                    f"of shape {z.shape}, got {y.shape}."
-                )
-            correct = jnp.argmax(z, axis=-1) == y
-        else:
-            z, y = _align(z, y, "accuracy")
-            correct = (z > 0) == (y > 0)
-        per = jnp.mean(correct.astype(dtype), axis=tuple(range(1, correct.ndim)))
-        return _weighted_mean(per, weights)
-
-    metric.accepts_weights = True
-    metric.apply = apply
-    return metric
+    return Accuracy(apply)
 
 
 __all__ = [
+    "Accuracy",
+    "Loss",
+    "WeightedLoss",
     "accuracy",
     "hinge",
     "huber",

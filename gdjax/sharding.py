@@ -53,8 +53,9 @@ simulated CPU devices in one process, not on several hosts.)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -64,10 +65,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gdjax import _validate as V
-from gdjax import batching, loop
+from gdjax import batching, runs, spec
 from gdjax._typing import Batch, Key, LossFn, Params
-from gdjax.errors import NonFiniteError
-from gdjax.loop import FitResult
+from gdjax.results import FitResult
+from gdjax.spec import Driving, Recording, Stopping
 
 
 def data_mesh(
@@ -175,48 +176,36 @@ def shard_data(
     return jax.device_put(data, spec)
 
 
-def _constrained_loss(loss: Callable, sharding: NamedSharding) -> Callable:
-    """``loss`` with its batch (and example weights) split over the mesh.
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["loss"], meta_fields=["sharding"]
+)
+@dataclasses.dataclass(frozen=True)
+class ShardedLoss:
+    """``loss`` with its batch (and example weights) split over a mesh.
 
-    Cached, so that the same loss and mesh give the same function object and
-    the compiled run (which takes the loss as a static argument) is reused.
+    A value: the same loss and sharding give an equal object (the compiled run
+    is reused), and a ``make_loss`` loss keeps its numbers as leaves. The batch
+    is constrained inside the loss, so the gradient is an all-reduce of
+    per-device partial sums rather than a replicated computation.
     """
-    try:
-        return _constrained_loss_cached(loss, sharding)
-    except TypeError:  # an unhashable loss object: build it afresh
-        return _build_constrained_loss(loss, sharding)
 
+    loss: Callable
+    sharding: NamedSharding
 
-def _build_constrained_loss(loss: Callable, sharding: NamedSharding) -> Callable:
-    from gdjax.losses import with_example_weights
+    @property
+    def accepts_weights(self) -> bool:
+        return bool(getattr(self.loss, "accepts_weights", False))
 
-    weighted = loss if getattr(loss, "accepts_weights", False) else None
+    def check_data(self, params: Params, data: Batch) -> None:
+        if hasattr(self.loss, "check_data"):
+            self.loss.check_data(params, data)
 
-    def sharded_loss(params, batch, weights=None):
-        batch = jax.lax.with_sharding_constraint(batch, sharding)
+    def __call__(self, params: Params, batch: Batch, weights: Any = None):
+        batch = jax.lax.with_sharding_constraint(batch, self.sharding)
         if weights is None:
-            return loss(params, batch)
-        weights = jax.lax.with_sharding_constraint(weights, sharding)
-        fn = weighted if weighted is not None else _weighted(loss, with_example_weights)
-        return fn(params, batch, weights=weights)
-
-    sharded_loss.accepts_weights = True
-    for name in ("check_data", "apply", "per_example", "l2"):
-        if hasattr(loss, name):
-            setattr(sharded_loss, name, getattr(loss, name))
-    sharded_loss.__wrapped__ = loss
-    return sharded_loss
-
-
-_constrained_loss_cached = functools.lru_cache(maxsize=64)(_build_constrained_loss)
-
-
-@functools.lru_cache(maxsize=64)
-def _weighted(loss: Callable, wrap: Callable) -> Callable:
-    return wrap(loss)
-
-
-_RUN_KWARGS = ("chunk_epochs", "callback", "progress")
+            return self.loss(params, batch)
+        weights = jax.lax.with_sharding_constraint(weights, self.sharding)
+        return self.loss(params, batch, weights=weights)
 
 
 def fit_data_parallel(
@@ -228,10 +217,16 @@ def fit_data_parallel(
     key: Key,
     epochs: int,
     regime: batching.Regime | None = None,
+    val_data: Batch | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    resume: FitResult | None = None,
     mesh: Mesh | None = None,
     axis: str = "data",
     data_placement: str = "shard",
-    **fit_kwargs: Any,
+    stopping: Stopping | None = None,
+    recording: Recording | None = None,
+    driving: Driving | None = None,
+    **options: Any,
 ) -> FitResult:
     r""":func:`gdjax.fit`, data-parallel over the devices of a mesh.
 
@@ -242,42 +237,40 @@ def fit_data_parallel(
     module docstring.
 
     Args:
-      loss, params, data, transform, key, epochs, regime: as for
-        :func:`gdjax.fit`. ``data`` may already be sharded (from
-        :func:`shard_data`); otherwise it is placed here.
+      loss, params, data, transform, key, epochs, regime, val_data,
+        hyperparams, resume: as for :func:`gdjax.fit`. ``data`` may already be
+        sharded (from :func:`shard_data`); otherwise it is placed here.
       mesh: a mesh with an ``axis`` (default :func:`data_mesh` over every
         device).
       axis: the mesh axis that splits examples and batches.
       data_placement: ``"shard"`` (each device holds ``n / D`` examples; ``n``
         must be divisible by ``D``) or ``"replicate"`` (every device holds all
         the data; the batches are still split, so the compute is parallel).
-      **fit_kwargs: every other argument of :func:`gdjax.fit`
-        (``max_steps``, ``tol``, ``val_data``, ``chunk_epochs``, ``donate``,
-        ``raise_on_nonfinite``...).
+      stopping, recording, driving, **options: the run options of
+        :func:`gdjax.fit`.
 
     Returns:
       The :class:`~gdjax.FitResult`, replicated on every device of the mesh.
 
     Examples:
       >>> import jax, jax.numpy as jnp, gdjax as gd
-      >>> from gdjax import sharding
       >>> x = jnp.array([[1.0], [2.0], [3.0]]); y = 2.0 * x[:, 0]
       >>> loss = gd.make_loss(gd.models.linear, gd.losses.squared_error)
       >>> params = {"w": jnp.zeros((1, 1)), "b": jnp.zeros(1)}
-      >>> r = sharding.fit_data_parallel(loss, params, (x, y), gd.sgd(0.1),
-      ...                                key=jax.random.key(0), epochs=200,
-      ...                                target_loss=1e-3)
-      >>> r.stopped_by.name, int(r.stop_epoch), round(float(r.params["w"][0, 0]), 1)
-      ('TARGET_LOSS', 152, 1.9)
+      >>> r = gd.fit_data_parallel(loss, params, (x, y), gd.sgd(0.1),
+      ...                          key=jax.random.key(0), epochs=200,
+      ...                          target_loss=1e-3)
+      >>> r.stopped_by.name, int(r.epoch), round(float(r.params["w"][0, 0]), 1)
+      ('TARGET_LOSS', 153, 1.9)
     """
+    stopping, recording, driving = spec.from_options(
+        stopping, recording, driving, **options
+    )
     mesh = _check_mesh(mesh, axis)
     if data_placement not in ("shard", "replicate"):
         raise ValueError(
             f"data_placement must be 'shard' or 'replicate', got {data_placement!r}."
         )
-    run = {k: fit_kwargs.pop(k) for k in _RUN_KWARGS if k in fit_kwargs}
-    donate = bool(fit_kwargs.pop("donate", False))
-    raise_on_nonfinite = bool(fit_kwargs.pop("raise_on_nonfinite", False))
     split = NamedSharding(mesh, P(axis))
     replicated = NamedSharding(mesh, P())
     V.check_data(data, "data", check_finite=False)
@@ -285,11 +278,10 @@ def fit_data_parallel(
         data = shard_data(data, mesh, axis=axis)
     else:
         data = jax.device_put(data, replicated)
-    val_data = fit_kwargs.pop("val_data", None)
     if val_data is not None:
         val_data = jax.device_put(val_data, replicated)
-    prepared = loop.prepare(
-        _constrained_loss(loss, split),
+    run = runs.prepare(
+        ShardedLoss(loss, split),
         params,
         data,
         transform,
@@ -297,20 +289,18 @@ def fit_data_parallel(
         epochs=epochs,
         regime=regime,
         val_data=val_data,
-        **fit_kwargs,
+        hyperparams=hyperparams,
+        resume=resume,
+        stopping=stopping,
+        recording=recording,
+        driving=driving,
     )
-    prepared = prepared._replace(
-        state=jax.device_put(prepared.state, replicated),
-        key=jax.device_put(prepared.key, replicated),
+    run = run._replace(
+        state=jax.device_put(run.state, replicated),
+        inputs=run.inputs._replace(key=jax.device_put(run.inputs.key, replicated)),
     )
-    result = loop.drive(
-        prepared,
-        advance=loop._advance_donated if donate else loop._advance,
-        **run,
-    )
-    if raise_on_nonfinite and result.failed:
-        raise NonFiniteError(loop.describe_stop(result), result)
-    return result
+    state = runs.drive(run, advance=runs.advance_for(driving), driving=driving)
+    return runs.finish(state, driving)
 
 
-__all__ = ["data_mesh", "fit_data_parallel", "shard_data"]
+__all__ = ["ShardedLoss", "data_mesh", "fit_data_parallel", "shard_data"]

@@ -20,8 +20,9 @@ and gradient norm at the epoch's single step):
   :math:`L_e < L_{best} - tol\\,|L_{best}|` for ``patience`` epochs in a row
   (scikit-learn's ``n_iter_no_change``);
 * ``until``: a user predicate ``until(history, epoch) -> bool``, traced into
-  the program (``history`` is the :class:`~gdjax.loop.History` so far; epoch
-  e's row is ``e // stride``, which is ``e`` unless ``epochs > history_size``).
+  the program (``history`` is the :class:`~gdjax.loop.History` so far and
+  ``epoch`` the number of the epoch just run, counting from 1; epoch e's row is
+  ``(e - 1) // stride``, which is ``e - 1`` unless ``epochs > history_size``).
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ class Status(enum.IntEnum):
     NO_IMPROVEMENT = 5
     PREDICATE = 6
     CALLBACK = 7
-    NONFINITE_LOSS = 8
-    NONFINITE_GRAD = 9
-    NONFINITE_PARAMS = 10
+    STREAM_END = 8
+    NONFINITE_LOSS = 9
+    NONFINITE_GRAD = 10
+    NONFINITE_PARAMS = 11
 
     @property
     def message(self) -> str:
@@ -67,6 +69,7 @@ MESSAGES = {
     Status.NO_IMPROVEMENT: "no relative improvement above tol for patience epochs",
     Status.PREDICATE: "the user predicate `until` returned True",
     Status.CALLBACK: "the callback asked to stop",
+    Status.STREAM_END: "the stream ended",
     Status.NONFINITE_LOSS: "the loss became NaN or inf",
     Status.NONFINITE_GRAD: "a gradient became NaN or inf",
     Status.NONFINITE_PARAMS: "an update made the parameters NaN or inf",
@@ -97,12 +100,20 @@ def make_criteria(
     grad_tol=None,
     tol=None,
     patience=None,
+    dtype=None,
 ) -> Criteria:
-    """Criteria with ``None`` meaning "off"; numbers kept as host arrays."""
+    """Criteria with ``None`` meaning "off"; numbers kept as host arrays.
+
+    The thresholds are held in ``dtype``, the run's loss dtype (float32 if
+    None): compared with a float64 loss, a threshold rounded to float32 moves
+    the stop by an epoch.
+    """
     import numpy as np
 
+    fdtype = np.float32 if dtype is None else np.dtype(dtype)
+
     def f(value, off):
-        return np.asarray(off if value is None else value, dtype=np.float32)
+        return np.asarray(off if value is None else value, dtype=fdtype)
 
     def i(value):
         return np.asarray(_NEVER_INT if value is None else value, dtype=np.int32)

@@ -1,0 +1,633 @@
+r"""The plan of a sweep's members: seeds × settings × devices.
+
+A sweep trains one *member* per (seed, hyperparameter setting). The member
+with seed :math:`s` and setting :math:`h` is, to float tolerance (and exactly
+in its discrete outputs: epochs, steps, status), the single run
+
+.. code-block:: python
+
+    init_key, run_key = gd.seed_keys(s)
+    gd.fit(loss, init(init_key), data, transform, key=run_key,
+           hyperparams=h_transform, **h_criteria, **options)
+
+where ``h_transform`` are the transform's injected hyperparameters of ``h``
+and ``h_criteria`` its stopping criteria. With :math:`M` members the whole
+sweep is
+
+.. math:: \big(\theta^{(m)}_T\big)_{m=1}^{M} =
+   \mathrm{vmap}_m\ \mathrm{run}\big(\theta^{(m)}_0, s^{(m)}, h^{(m)};\ D\big)
+
+compiled once (:data:`gdjax.loop.advance_members`) over a flat member axis,
+with the data :math:`D` unbatched (one copy, never one per member). A swept
+number is an array in the member's optimizer state
+(``optax.inject_hyperparams``) or in its :class:`~gdjax.stopping.Criteria`, so
+new values reuse the program. The initial parameters are drawn on the host
+side, seed by seed (eager ops, cached by shape), so a new ``init`` function
+(an inline lambda) compiles nothing.
+
+Devices: with several devices the member axis is sharded over a mesh
+``("members",)``; the data is replicated. The member count is padded to a
+multiple of the device count with copies of member 0, dropped afterwards.
+
+This module is shared by :func:`gdjax.sweep`, :func:`gdjax.sweep_stream` and
+the learning-rate range test.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gdjax import _validate as V
+from gdjax import batching, loop, runs, transforms
+from gdjax._typing import Batch, Key, LossFn, Params, PyTree
+from gdjax.loop import RunState
+from gdjax.spec import Driving, Recording, Stopping
+from gdjax.stopping import Criteria
+
+CRITERIA = Criteria._fields
+"""Stopping criteria that can be swept (per-member arrays in the program)."""
+
+MEMBER_AXIS = "members"
+"""The mesh axis a sweep's members are sharded over."""
+
+_SEED_LIMIT = 2**32
+
+
+def seed_keys(seed: int) -> tuple[Key, Key]:
+    r"""The two keys of a sweep member: one for its initial parameters, one for its run.
+
+    .. math:: (k_{\mathrm{init}}, k_{\mathrm{run}}) =
+       \mathrm{split}(\mathrm{key}(s))
+
+    The member of :func:`gdjax.sweep` with seed ``s`` equals
+    ``fit(loss, init(init_key), data, transform, key=run_key, ...)``.
+
+    Args:
+      seed: a non-negative integer below ``2**32``.
+
+    Returns:
+      ``(init_key, run_key)``, two typed PRNG keys.
+
+    Examples:
+      >>> import jax, gdjax as gd
+      >>> init_key, run_key = gd.seed_keys(3)
+      >>> bool((jax.random.key_data(init_key) != jax.random.key_data(run_key)).any())
+      True
+    """
+    keys = jax.random.split(jax.random.key(seed))
+    return keys[0], keys[1]
+
+
+# ----------------------------------------------------------------------- checking
+
+
+def freeze(value: Any) -> Any:
+    """A hashable, readable form of a coordinate value."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else tuple(value.tolist())
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def check_seeds(seeds: Any) -> np.ndarray:
+    """Distinct integers in ``[0, 2**32)`` as a uint32 array."""
+    if isinstance(seeds, numbers.Integral) or not isinstance(
+        seeds, (Sequence, np.ndarray, range)
+    ):
+        raise TypeError(
+            "seeds must be a sequence of integers (a list, range or 1-D array), got "
+            f"{V.describe(seeds)}; for n seeds pass range(n)."
+        )
+    arr = np.asarray(list(seeds) if not isinstance(seeds, np.ndarray) else seeds)
+    if arr.ndim != 1:
+        raise ValueError(f"seeds must be one-dimensional, got shape {arr.shape}.")
+    if arr.size == 0:
+        raise ValueError("seeds is empty: the sweep has no members.")
+    for s in arr.tolist():
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"seeds must be integers, got {V.describe(s)}.")
+        if not 0 <= s < _SEED_LIMIT:
+            raise ValueError(f"seeds must be integers in [0, 2**32), got {s}.")
+    _check_distinct(arr, "seeds", "a repeated seed is a repeated member")
+    return arr.astype(np.uint32)
+
+
+def _check_distinct(arr: np.ndarray, name: str, why: str) -> None:
+    values, counts = np.unique(arr, return_counts=True)
+    if np.any(counts > 1):
+        dup = values[counts > 1].tolist()
+        raise ValueError(f"{name} must be distinct, got {dup} more than once ({why}).")
+
+
+def check_sequence(values: Any, name: str) -> np.ndarray:
+    """A non-empty 1-D sequence of numbers as an array."""
+    if isinstance(values, (str, bytes, Mapping)) or np.ndim(values) != 1:
+        raise TypeError(
+            f"{name} must be a sequence of numbers (a list or 1-D array), got "
+            f"{V.describe(values)}; for a single value write [value]."
+        )
+    arr = np.asarray(values)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: the sweep has no members.")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must hold numbers, got {V.describe(values)}.")
+    return arr
+
+
+def check_mapping(value: Any, name: str) -> dict[str, Any]:
+    """``None`` or a dict with string keys, as a dict."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a dict of name -> values, got {V.describe(value)}."
+        )
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be strings, got {key!r}.")
+    return dict(value)
+
+
+class Axes(NamedTuple):
+    """The hyperparameter axes of one sweep (host-side)."""
+
+    names: tuple[str, ...]  # swept names
+    coords: tuple  # ((axis, values), ...) after "seed"
+    flat: dict[str, np.ndarray]  # name -> (H,) values, settings in C order
+    count: int  # H
+
+
+def sweep_axes(hyperparams: Any, grid: Any) -> Axes:
+    """The settings of ``hyperparams``: their product (grid) or their zip."""
+    if not isinstance(grid, (bool, np.bool_)):
+        raise TypeError(f"grid must be True or False, got {V.describe(grid)}.")
+    lists = {
+        name: check_sequence(values, f"hyperparams[{name!r}]")
+        for name, values in check_mapping(hyperparams, "hyperparams").items()
+    }
+    names = tuple(lists)
+    if not names:
+        return Axes((), (), {}, 1)
+    if grid:
+        for name, values in lists.items():
+            _check_distinct(
+                values, f"hyperparams[{name!r}]", "a repeated value is a repeated member"
+            )
+        mesh = np.meshgrid(*(np.arange(len(v)) for v in lists.values()), indexing="ij")
+        flat = {n: lists[n][m.ravel()] for n, m in zip(names, mesh, strict=True)}
+        coords = tuple((n, tuple(freeze(v) for v in lists[n])) for n in names)
+        return Axes(names, coords, flat, int(np.prod([len(v) for v in lists.values()])))
+    lengths = {n: len(v) for n, v in lists.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(
+            "grid=False zips the hyperparameter lists, so they must have equal "
+            f"lengths, got {lengths}; use grid=True for their product."
+        )
+    k = next(iter(lengths.values()))
+    settings = tuple(tuple((n, freeze(lists[n][i])) for n in names) for i in range(k))
+    if len(set(settings)) != k:
+        raise ValueError(
+            "grid=False settings must be distinct (a repeated setting is a repeated "
+            "member)."
+        )
+    return Axes(names, (("setting", settings),), lists, k)
+
+
+def _check_values(name: str, values: np.ndarray, dtype: Any) -> None:
+    where = f"hyperparams[{name!r}]"
+    if name in ("max_steps", "patience"):
+        for v in values.tolist():
+            V.check_int(v, where, minimum=1)
+        return
+    if name in ("tol", "grad_tol"):
+        V.check_nonnegative(values, where)
+    elif name in CRITERIA:
+        V.check_real(values, where)
+    else:
+        del dtype
+        transforms.check_hyperparams({name: values})
+
+
+def check_devices(devices: Any) -> list | None:
+    """The devices to shard members over (None: one device)."""
+    available = jax.devices()
+    if devices is None:
+        return available if len(available) > 1 else None
+    if isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
+        k = V.check_int(devices, "devices", minimum=1)
+        if k > len(available):
+            raise ValueError(
+                f"devices={k} but only {len(available)} device(s) are available."
+            )
+        return available[:k]
+    if (
+        isinstance(devices, Sequence)
+        and devices
+        and all(isinstance(d, jax.Device) for d in devices)
+    ):
+        return list(devices)
+    raise TypeError(
+        "devices must be a device count or a non-empty sequence of jax devices, got "
+        f"{V.describe(devices)}."
+    )
+
+
+def abstract_params(init: Any) -> Params:
+    """The shapes ``init(key)`` gives (or ``init`` itself, a shared pytree)."""
+    if callable(init):
+        try:
+            return jax.eval_shape(init, jax.eval_shape(jax.random.key, 0))
+        except Exception as e:  # noqa: BLE001 - reworded, JAX's message chained
+            raise TypeError(
+                "init must be callable as init(key) -> params (or be a params "
+                f"pytree shared by every member); calling it on a key failed: {e}"
+            ) from e
+    return init
+
+
+# --------------------------------------------------------------------------- plan
+
+
+class Plan(NamedTuple):
+    """One compiled sweep, validated and ready (host-side)."""
+
+    run: runs.Run  # member 0's program and inputs (no state)
+    init: Callable | None
+    shared: Params | None
+    transform_init: Callable
+    seeds: np.ndarray  # (S,) uint32
+    member_seed: np.ndarray  # (M_pad,) position in seeds of each member's seed
+    hyperparams: dict[str, np.ndarray]  # injected, (M_pad,)
+    criteria: Criteria  # of (M_pad,) arrays
+    members: int  # M
+    mesh: jax.sharding.Mesh | None
+    recording: Recording
+
+
+def broadcast(tree: Any, m: int) -> Any:
+    """Every leaf with a leading member axis of length ``m`` (a view)."""
+    return jax.tree.map(
+        lambda a: np.broadcast_to(np.asarray(a), (m, *np.shape(a))), tree
+    )
+
+
+def _sweepable(transform: Any, params: Params, axes: Axes, stopping: Stopping):
+    """The injected hyperparameters (abstract) after checking the swept names."""
+    state = jax.eval_shape(transform.init, params)
+    settable, scheduled = transforms.hyperparam_names(state)
+    injected = transforms.get_hyperparams(state) if settable else {}
+    available = list(settable) + list(CRITERIA)
+    for name in axes.names:
+        if name in scheduled:
+            raise ValueError(
+                f"hyperparams[{name!r}] is driven by a schedule in the transform; "
+                f"sweeping it would have no effect. Sweepable: {available}."
+            )
+        if name not in available:
+            hint = (
+                ""
+                if settable
+                else " (the transform holds no injected hyperparameters: build it "
+                "with gd.sgd or optax.inject_hyperparams to sweep them)"
+            )
+            raise ValueError(
+                f"unknown hyperparameter {name!r}; sweepable names are "
+                f"{available}{hint}."
+            )
+        if name in CRITERIA and getattr(stopping, name) is not None:
+            raise ValueError(
+                f"{name!r} is both swept (hyperparams) and fixed (keyword argument); "
+                "give it once."
+            )
+    if "patience" in axes.names and "tol" not in axes.names and stopping.tol is None:
+        raise ValueError(
+            "hyperparams['patience'] is swept but tol is off; patience counts "
+            "epochs without relative improvement above tol, so pass tol=... too."
+        )
+    return {n: injected[n] for n in settable}
+
+
+def plan_members(
+    loss: LossFn,
+    init: Any,
+    data: Batch,
+    transform: Any,
+    *,
+    seeds: np.ndarray,
+    axes: Axes,
+    epochs: int,
+    regime: batching.Regime | None,
+    val_data: Batch | None,
+    devices: list | None,
+    stopping: Stopping,
+    recording: Recording,
+    driving: Driving,
+) -> Plan:
+    """Validate a sweep (nothing compiles) and lay out its members."""
+    runs.check_transform(transform)
+    abstract = abstract_params(init)
+    V.check_params(abstract, "params" if not callable(init) else "init(key)")
+    injected = _sweepable(transform, abstract, axes, stopping)
+    swept_criteria = [n for n in axes.names if n in CRITERIA]
+    # Member 0's values switch each swept criterion on in the program.
+    first = {n: axes.flat[n][0].item() for n in swept_criteria}
+    if "patience" in first and stopping.tol is None and "tol" not in first:
+        first["tol"] = 0.0
+    run = runs.prepare(
+        loss,
+        abstract,
+        data,
+        transform,
+        key=np.zeros(2, np.uint32),
+        epochs=epochs,
+        regime=regime,
+        val_data=val_data,
+        stopping=stopping.__class__(**{**_fields(stopping), **first}),
+        recording=recording,
+        driving=driving,
+        abstract=True,
+    )
+    for name in axes.names:
+        dtype = getattr(run.inputs.criteria, name).dtype if name in CRITERIA else (
+            injected[name].dtype
+        )
+        _check_values(name, axes.flat[name], dtype)
+    m = len(seeds) * axes.count
+    if devices is None:
+        mesh, m_pad = None, m
+    else:
+        d = min(len(devices), m)
+        mesh = jax.make_mesh(
+            (d,),
+            (MEMBER_AXIS,),
+            axis_types=(jax.sharding.AxisType.Auto,),
+            devices=devices[:d],
+        )
+        m_pad = -(-m // d) * d
+    # Member m = (seed m // H, setting m % H); padding repeats member 0.
+    pick = np.concatenate([np.arange(m), np.zeros(m_pad - m, np.int64)])
+    setting = pick % axes.count
+    hyper = {
+        n: np.asarray(axes.flat[n][setting], dtype=injected[n].dtype)
+        for n in axes.names
+        if n not in CRITERIA
+    }
+    criteria = broadcast(run.inputs.criteria, m_pad)
+    criteria = criteria._replace(
+        **{
+            n: np.asarray(axes.flat[n][setting], dtype=getattr(criteria, n).dtype)
+            for n in swept_criteria
+        }
+    )
+    return Plan(
+        run=run,
+        init=init if callable(init) else None,
+        shared=None if callable(init) else init,
+        transform_init=transform.init,
+        seeds=seeds,
+        member_seed=(pick // axes.count).astype(np.int32),
+        hyperparams=hyper,
+        criteria=criteria,
+        members=m,
+        mesh=mesh,
+        recording=recording,
+    )
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+
+
+def shardings(plan: Plan) -> tuple[Any, Any]:
+    """(member-axis sharding, replicated sharding), or (None, None) on one device."""
+    if plan.mesh is None:
+        return None, None
+    return NamedSharding(plan.mesh, P(MEMBER_AXIS)), NamedSharding(plan.mesh, P())
+
+
+def initial_params(plan: Plan) -> tuple[np.ndarray, PyTree]:
+    """Each member's run-key data and initial parameters, stacked on the host.
+
+    ``init`` runs eagerly, once per seed: its ops are cached by shape, so a new
+    ``init`` function (a fresh lambda) compiles nothing.
+    """
+    m_pad = len(plan.member_seed)
+    per_seed = []
+    for s in plan.seeds.tolist():
+        init_key, run_key = seed_keys(s)
+        params = None if plan.init is None else plan.init(init_key)
+        per_seed.append((jax.random.key_data(run_key), params))
+    per_seed = jax.device_get(per_seed)
+    pick = plan.member_seed
+    key_data = np.stack([k for k, _ in per_seed])[pick]
+    if plan.init is None:
+        return key_data, broadcast(plan.shared, m_pad)
+    params = jax.tree.map(lambda *xs: np.stack(xs)[pick], *[p for _, p in per_seed])
+    return key_data, params
+
+
+def member_run(plan: Plan) -> runs.Run:
+    """The stacked initial state and inputs of a plan, on the devices."""
+    run = plan.run
+    shard, rep = shardings(plan)
+    key_data, params = initial_params(plan)
+    put = functools.partial(jax.device_put, device=shard)
+    params = put(params)
+    # Eagerly, op by op: a transform's init is a few zeros_like whose tiny
+    # programs are cached by shape, whereas a jit keyed on transform.init
+    # would recompile for every gd.sgd(...) instance.
+    opt_state = jax.vmap(plan.transform_init)(params)
+    if plan.hyperparams:
+        opt_state = transforms.set_hyperparams(opt_state, **plan.hyperparams)
+    # A copy: the run donates its state, and an optimizer state may hold the
+    # very arrays it was given (params) or share one array between leaves.
+    opt_state = jax.device_put(opt_state, shard, may_alias=False)
+    names = tuple(name for name, _ in plan.recording.monitors)
+    rows = runs.rows(run.program.epochs, plan.recording)
+    rest = loop.initial_state(rows, names, None, None, run.dtype)
+    rest = put(broadcast(rest._replace(params=None, opt_state=None), len(key_data)))
+    state = rest._replace(params=params, opt_state=opt_state)
+    inputs = run.inputs._replace(
+        data=jax.device_put(run.inputs.data, rep),
+        val_data=None
+        if run.inputs.val_data is None
+        else jax.device_put(run.inputs.val_data, rep),
+        key=jax.random.wrap_key_data(put(key_data)),
+        criteria=put(plan.criteria),
+    )
+    return run._replace(state=state, inputs=inputs)
+
+
+def to_host(state: RunState, members: int) -> RunState:
+    """The members' state on the host, padding members dropped."""
+    return jax.tree.map(lambda a: np.asarray(a)[:members], jax.device_get(state))
+
+
+def execute(plan: Plan, driving: Driving) -> RunState:
+    """Run a plan's members to their stops; their state on the host."""
+    from gdjax.results import FitResult
+
+    run = member_run(plan)
+    state = runs.drive(
+        run, advance=loop.advance_members, driving=driving, wrap=FitResult
+    )
+    return to_host(state, plan.members)
+
+
+def reshape(state: RunState, shape: tuple[int, ...]) -> RunState:
+    """A flat member axis laid out as the sweep's axes."""
+    return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), state)
+
+
+# -------------------------------------------------------------------------- outer
+
+
+def _check_outer_init(init: Any, init_names: list[str]) -> None:
+    if not callable(init):
+        raise ValueError(
+            f"outer axes {init_names} are passed to init as keywords, so init "
+            "must be a callable init(key, **kw)."
+        )
+    try:
+        sig = inspect.signature(init)
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    known = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ][1:]
+    for n in init_names:
+        if n not in known:
+            raise ValueError(
+                f"unknown outer axis {n!r}: it is not batch_size, regime or "
+                f"a keyword of init (which takes {known})."
+            )
+
+
+def _point_regime(base: batching.Regime, values: dict[str, Any], regime: Any):
+    if "regime" in values:
+        return values["regime"]
+    if "batch_size" not in values:
+        return regime
+    if base.kind == "stochastic":
+        raise ValueError(
+            "outer batch_size needs regime=None, gd.full_batch() or "
+            f"gd.minibatch(...), got {base.describe()}."
+        )
+    b = values["batch_size"]
+    if base.kind == "minibatch":
+        return batching.minibatch(
+            b, shuffle=base.shuffle, last_batch=base.last_batch,
+            permutation=base.permutation,
+        )
+    return batching.minibatch(b)
+
+
+def outer_points(
+    outer: Any, init: Any, regime: batching.Regime | None, axes: Axes
+) -> tuple[tuple, list[tuple[dict[str, Any], Any, Any]]]:
+    """The outer coordinates and, per point, ``(values, init, regime)``."""
+    outer = check_mapping(outer, "outer")
+    if not outer:
+        return (), [({}, init, regime)]
+    lists = {}
+    for name, values in outer.items():
+        if name == "seed" or name in axes.names:
+            raise ValueError(
+                f"outer[{name!r}] is also swept inside (seed or hyperparams); "
+                "give it once."
+            )
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(
+            values, (Sequence, np.ndarray, range)
+        ):
+            raise TypeError(
+                f"outer[{name!r}] must be a sequence of values, got "
+                f"{V.describe(values)}."
+            )
+        values = list(values)
+        if not values:
+            raise ValueError(f"outer[{name!r}] is empty: the sweep has no members.")
+        lists[name] = values
+    if "batch_size" in lists and "regime" in lists:
+        raise ValueError("outer may vary batch_size or regime, not both.")
+    init_names = [n for n in lists if n not in ("batch_size", "regime")]
+    if init_names:
+        _check_outer_init(init, init_names)
+    base = batching.full_batch() if regime is None else regime
+    points = []
+    for combo in itertools.product(*lists.values()):
+        values = dict(zip(lists, combo, strict=True))
+        point_init = init
+        if init_names:
+            point_init = functools.partial(init, **{n: values[n] for n in init_names})
+        points.append((values, point_init, _point_regime(base, values, regime)))
+    coords = tuple((n, tuple(freeze(v) for v in vs)) for n, vs in lists.items())
+    return coords, points
+
+
+def stack_points(parts: list[Any], shape: tuple[int, ...]) -> Any:
+    """Stack per-point pytrees over outer axes, or an object array if shapes differ."""
+    structs = {jax.tree.structure(p) for p in parts}
+    if len(structs) == 1:
+        shapes = {tuple(np.shape(x) for x in jax.tree.leaves(p)) for p in parts}
+        if len(shapes) == 1:
+            stacked = jax.tree.map(lambda *xs: np.stack(xs), *parts)
+            return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), stacked)
+    out = np.empty(len(parts), dtype=object)
+    for i, p in enumerate(parts):
+        out[i] = p
+    return out.reshape(shape)
+
+
+def combine_points(states: list[RunState], shape: tuple[int, ...]) -> RunState:
+    """Per-point member states stacked over the outer axes (field by field)."""
+    return RunState(
+        **{
+            field: stack_points([getattr(s, field) for s in states], shape)
+            for field in RunState._fields
+        }
+    )
+
+
+__all__ = [
+    "CRITERIA",
+    "MEMBER_AXIS",
+    "Axes",
+    "Plan",
+    "abstract_params",
+    "broadcast",
+    "check_devices",
+    "check_mapping",
+    "check_seeds",
+    "check_sequence",
+    "combine_points",
+    "execute",
+    "freeze",
+    "initial_params",
+    "member_run",
+    "outer_points",
+    "plan_members",
+    "reshape",
+    "seed_keys",
+    "shardings",
+    "sweep_axes",
+    "to_host",
+]

@@ -1,0 +1,542 @@
+r"""The host side of a run: prepare, drive in chunks, finish.
+
+Every entry point that trains goes through here:
+
+1. :func:`prepare` validates the arguments (NumPy and ``jax.eval_shape``
+   only: nothing compiles), resolves the regime against the data and builds a
+   :class:`Run`: the static :class:`~gdjax.loop.Program`, the initial
+   :class:`~gdjax.loop.RunState` (or the one a ``resume=`` result holds) and
+   the :class:`~gdjax.loop.Inputs`.
+2. :func:`drive` calls a compiled program (:data:`gdjax.loop.advance`, its
+   donated or vmapped form, or a streaming chunk program) once, or chunk by
+   chunk with a progress bar and a callback that sees every chunk, the last
+   one included.
+3. :func:`finish` wraps the state in a :class:`~gdjax.FitResult` and raises
+   :class:`~gdjax.NonFiniteError` if asked.
+
+:func:`fit` is those three calls. The options of a run are the values of
+:mod:`gdjax.spec`; flat keywords build them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gdjax import _validate as V
+from gdjax import batching, loop, spec
+from gdjax._typing import Batch, Key, LossFn, Params, PyTree
+from gdjax.errors import NonFiniteError
+from gdjax.loop import Inputs, Program, RunState
+from gdjax.results import FitResult, describe_stop
+from gdjax.spec import Driving, Recording, Stopping
+from gdjax.stopping import Status
+from gdjax.transforms import check_hyperparams, get_hyperparams, set_hyperparams
+
+FAST_STEP = 65_536
+"""Steps of at most this many batch x parameter products are checked per epoch."""
+UNROLL_STEP = 4_096
+"""Steps of at most this many products run 2 to an iteration of the scan."""
+
+
+class Run(NamedTuple):
+    """A validated run, ready to compile: what :func:`prepare` returns."""
+
+    program: Program
+    state: RunState | None
+    inputs: Inputs
+    dtype: np.dtype
+
+
+def check_transform(transform: Any) -> None:
+    """An optax ``GradientTransformation`` (``init`` and ``update``)."""
+    if not (callable(getattr(transform, "init", None)) and callable(
+        getattr(transform, "update", None)
+    )):
+        raise TypeError(
+            "transform must be an optax GradientTransformation (gd.sgd(...), "
+            f"optax.chain(...)), got {V.describe(transform)}."
+        )
+
+
+def step_size(params: Params, plan: batching.Plan) -> int:
+    """Batch size times parameter count: how big one step is.
+
+    At or below :data:`FAST_STEP` the per-step NaN/inf test (a reduction per
+    leaf, a select per leaf) costs as much as the step itself, so the epoch
+    runs unchecked and is tested once (:func:`gdjax.loop.fast_epoch`); that
+    compiles the step twice, which only pays for such steps. At or below
+    :data:`UNROLL_STEP` even XLA's loop (about a microsecond per iteration on
+    CPU, as much as a batch-1 logistic-regression step) is worth amortizing.
+    """
+    size = sum(math.prod(np.shape(p)) for p in jax.tree.leaves(params))
+    return plan.batch_size * size
+
+
+def abstract_batch(data: Batch, b: int) -> Batch:
+    """The shapes of one batch of ``b`` examples of ``data``."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((b,) + tuple(a.shape[1:]), a.dtype), data
+    )
+
+
+def _plan(regime: batching.Regime, n: int, loss: LossFn) -> batching.Plan:
+    plan = batching.plan(regime, n)
+    if plan.steps < 1:
+        raise ValueError(
+            f"regime {regime.describe()} leaves zero steps per epoch for n={n} "
+            "examples; use a smaller batch_size."
+        )
+    if plan.masked and not getattr(loss, "accepts_weights", False):
+        short = n - (plan.steps - 1) * plan.batch_size
+        raise ValueError(
+            f"last_batch='pad' needs a loss that takes per-example weights: "
+            f"{regime.describe()} on n={n} examples leaves a last batch of {short}, "
+            "and padding it would change a loss that is not a mean of per-example "
+            "terms (a sum, batch statistics). Pass gd.minibatch(..., "
+            "last_batch='drop') to skip the short batch, or a loss from "
+            "gd.make_loss / gd.with_example_weights (a declared per-example mean)."
+        )
+    return plan
+
+
+def _loss_dtype(loss: LossFn, params: Params, batch: Batch) -> np.dtype:
+    def check() -> np.dtype:
+        V.check_loss(
+            loss,
+            params,
+            batch,
+            aux_hint="fit needs the value alone: pass lambda p, b: loss(p, b)[0]",
+        )
+        return np.dtype(jax.eval_shape(loss, params, batch).dtype)
+
+    # Traced checks depend only on the functions and the signatures: once each.
+    return V.memo(("fit-loss", loss, V.signature(params, batch)), check)
+
+
+def _check_val_data(loss: LossFn, params: Params, val_data: Batch, data: Batch):
+    try:
+        jax.eval_shape(loss, params, val_data)
+    except (TypeError, ValueError) as e:
+        kind = TypeError if isinstance(e, TypeError) else ValueError
+        raise kind(
+            f"val_data does not fit loss: loss(params, val_data) fails on "
+            f"val_data {V.shapes(val_data)} (data is {V.shapes(data)}): "
+            f"{str(e).splitlines()[0]}"
+        ) from e
+
+
+def _check_update(transform, params: Params, opt_state: PyTree) -> None:
+    def check() -> bool:
+        grads = jax.eval_shape(lambda p: p, params)
+        updates = jax.eval_shape(transform.update, grads, opt_state, params)
+        V.check_same_structure(params, updates[0], "params", "the transform's updates")
+        return True
+
+    V.memo(("update", transform.update, V.signature(params, opt_state)), check)
+
+
+def make_program(
+    loss: LossFn,
+    params: Params,
+    transform: Any,
+    *,
+    regime: batching.Regime,
+    plan: batching.Plan,
+    epochs: int,
+    stopping: Stopping,
+    recording: Recording,
+    has_val: bool,
+) -> tuple[Program, tuple]:
+    """The static program of a run and the loss's numeric leaves."""
+    loss_static, loss_leaves = loop.split_callable(loss)
+    size = step_size(params, plan)
+    program = Program(
+        loss=loss_static,
+        update=transform.update,
+        regime=regime,
+        plan=plan,
+        epochs=epochs,
+        stride=recording.stride(epochs),
+        guard=stopping.guard,
+        until=stopping.until,
+        metric=recording.metric,
+        monitors=recording.monitors,
+        monitor_every=recording.monitor_every,
+        has_val=has_val,
+        fast=size <= FAST_STEP,
+        unroll=2 if size <= UNROLL_STEP else 1,
+    )
+    return program, loss_leaves
+
+
+def rows(epochs: int, recording: Recording) -> int:
+    """History rows of a run of ``epochs`` epochs."""
+    return -(-epochs // recording.stride(epochs))
+
+
+def prepare(
+    loss: LossFn,
+    params: Params,
+    data: Batch,
+    transform: Any,
+    *,
+    key: Key,
+    epochs: int,
+    regime: batching.Regime | None = None,
+    val_data: Batch | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    resume: FitResult | None = None,
+    stopping: Stopping,
+    recording: Recording,
+    driving: Driving,
+    abstract: bool = False,
+) -> Run:
+    """Validate every argument of a run on the host and build it.
+
+    Nothing here compiles an XLA program; shapes come from ``jax.make_jaxpr``
+    and ``jax.eval_shape``. With ``abstract=True`` (a sweep's planner)
+    ``params`` may be ``ShapeDtypeStruct``s and no state is built.
+    """
+    regime = batching.full_batch() if regime is None else regime
+    key = V.check_key(key)
+    epochs = spec._count(epochs, "epochs")
+    V.check_params(params)
+    check_transform(transform)
+    n = V.check_data(data, "data", check_finite=driving.check_finite)
+    plan = _plan(regime, n, loss)
+    batch = abstract_batch(data, plan.batch_size)
+    dtype = _loss_dtype(loss, params, batch)
+    if val_data is not None:
+        V.check_data(val_data, "val_data", check_finite=driving.check_finite)
+        _check_val_data(loss, params, val_data, data)
+    if hasattr(loss, "check_data"):
+        loss.check_data(params, data)
+        if val_data is not None:
+            loss.check_data(params, val_data)
+    if hyperparams:
+        check_hyperparams(hyperparams)
+    program, loss_leaves = make_program(
+        loss,
+        params,
+        transform,
+        regime=regime,
+        plan=plan,
+        epochs=epochs,
+        stopping=stopping,
+        recording=recording,
+        has_val=val_data is not None,
+    )
+    inputs = Inputs(
+        data=jax.device_put(data),
+        val_data=None if val_data is None else jax.device_put(val_data),
+        key=key,
+        criteria=stopping.criteria(dtype),
+        loss_leaves=loss_leaves,
+    )
+    if abstract:
+        _check_update(transform, params, jax.eval_shape(transform.init, params))
+        return Run(program, None, inputs, dtype)
+    state = _start_state(
+        transform, params, epochs, recording, dtype, hyperparams, resume
+    )
+    _check_update(transform, params, state.opt_state)
+    return Run(program, state, inputs, dtype)
+
+
+def _start_state(
+    transform, params, epochs, recording, dtype, hyperparams, resume
+) -> RunState:
+    n_rows = rows(epochs, recording)
+    names = tuple(name for name, _ in recording.monitors)
+    if resume is None:
+        opt_state = transform.init(params)
+        state = loop.initial_state(n_rows, names, params, opt_state, dtype)
+    else:
+        state = resume_state(resume, transform, params, epochs, recording)
+    if hyperparams:
+        state = state._replace(opt_state=set_hyperparams(state.opt_state, **hyperparams))
+    return state
+
+
+def resume_state(
+    resume: Any, transform: Any, params: Params, epochs: int, recording: Recording
+) -> RunState:
+    """The state that continues ``resume`` under this call's arguments.
+
+    The run goes on from where ``resume`` stopped, whatever stopped it (its
+    budget, a criterion, a callback, a NaN): its parameters, optimizer state,
+    counters and history carry over; the history is laid out again for the
+    new epoch budget (which may be larger); the status is reset to running.
+    The transform's injected hyperparameters are this call's (a new
+    ``gd.sgd(0.01)`` replaces the 0.1 the run had); a transform whose state
+    has another structure is refused with the difference.
+    """
+    if not isinstance(resume, FitResult):
+        raise TypeError(f"resume must be a gd.FitResult, got {V.describe(resume)}.")
+    old = resume.state
+    if np.ndim(old.status) != 0:
+        raise ValueError(
+            "resume must be a single run's FitResult, got a stacked one of shape "
+            f"{np.shape(old.status)}; take a member first (sweep.member(...))."
+        )
+    V.check_same_structure(params, old.params, "params", "resume.params", dtypes=True)
+    ran = int(old.epoch)
+    if ran >= epochs:
+        raise ValueError(
+            f"resume has already run {ran} epochs and epochs={epochs} leaves none to "
+            f"run; pass the new total budget, e.g. epochs={ran + epochs}."
+        )
+    names = sorted(name for name, _ in recording.monitors)
+    if sorted(old.history.monitors) != names:
+        raise ValueError(
+            f"resume records monitors {sorted(old.history.monitors)}, but this "
+            f"call asks for {names}."
+        )
+    fresh = jax.eval_shape(transform.init, params)
+    V.check_same_structure(
+        fresh, old.opt_state, "transform.init(params)", "resume.opt_state", dtypes=True
+    )
+    opt_state = old.opt_state
+    if get_hyperparams_names(fresh):
+        # The new transform's numbers (cheap: init is zeros and constants).
+        opt_state = set_hyperparams(opt_state, **get_hyperparams(transform.init(params)))
+    history = _relayout(jax.device_get(old.history), epochs, recording)
+    return old._replace(
+        opt_state=opt_state,
+        history=history,
+        status=np.asarray(Status.RUNNING, np.int32),
+    )
+
+
+def get_hyperparams_names(opt_state: PyTree) -> list[str]:
+    from gdjax.transforms import hyperparam_names
+
+    settable, _ = hyperparam_names(opt_state)
+    return settable
+
+
+def _relayout(history: loop.History, epochs: int, recording: Recording) -> loop.History:
+    """The rows of an old history placed for a new budget (stride may change)."""
+    stride = recording.stride(epochs)
+    n_rows = -(-epochs // stride)
+    old_epoch = np.asarray(history.epoch)
+    where = np.flatnonzero(old_epoch > 0)
+    slots = (old_epoch[where] - 1) // stride
+
+    def place(values: np.ndarray, fill: Any) -> np.ndarray:
+        values = np.asarray(values)
+        out = np.full((n_rows,), fill, values.dtype)
+        out[slots] = values[where]  # in order: the last epoch of a window wins
+        return out
+
+    nan = np.nan
+    return loop.History(
+        epoch=place(history.epoch, 0),
+        loss=place(history.loss, nan),
+        grad_norm=place(history.grad_norm, nan),
+        val_loss=place(history.val_loss, nan),
+        metric=place(history.metric, nan),
+        monitors={k: place(v, nan) for k, v in history.monitors.items()},
+    )
+
+
+# ------------------------------------------------------------------------ driving
+
+
+def progress_bar(total: int | None, done: int):
+    """A tqdm bar over epochs (``gdjax[progress]``)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "progress=True needs tqdm: pip install 'gdjax[progress]'."
+        ) from e
+    return tqdm(total=total, initial=done, unit="epoch", leave=False)
+
+
+def stop_running(state: RunState, status: Status) -> RunState:
+    """``state`` with every member still running stopped with ``status``."""
+    running = np.asarray(state.status) == Status.RUNNING
+    return state._replace(
+        status=jnp.where(running, np.int32(status), state.status).astype(jnp.int32)
+    )
+
+
+def drive(
+    run: Run,
+    *,
+    advance: Callable,
+    driving: Driving,
+    wrap: Callable[[RunState], Any] = FitResult,
+) -> RunState:
+    """Run a prepared program to its end, in one call or in chunks of epochs.
+
+    ``advance(program, state, inputs, epoch_limit)`` is the compiled program.
+    Chunked (``driving.chunked``), the same program is called again with a
+    larger ``epoch_limit``; after every chunk, the last one included, the host
+    updates the progress bar and calls ``driving.callback(wrap(state))``; a
+    truthy return stops the members still running with ``Status.CALLBACK``.
+    """
+    program, state, inputs, _ = run
+    epochs = program.epochs
+    if not driving.chunked:
+        return advance(program, state, inputs, np.int32(epochs))
+    k = driving.chunk_epochs or max(1, math.ceil(epochs / 20))
+    done = int(np.min(np.asarray(state.epoch)))
+    bar = progress_bar(epochs, done) if driving.progress else None
+    try:
+        while True:
+            limit = min(epochs, done + k)
+            state = advance(program, state, inputs, np.int32(limit))
+            status, reached, hist = jax.device_get(
+                (state.status, state.epoch, state.history.loss)
+            )
+            reached = int(np.min(reached))
+            new_done = max(reached, limit)
+            if bar is not None:
+                bar.update(new_done - done)
+                row = max(int(np.max(np.asarray(state.epoch))) - 1, 0) // program.stride
+                bar.set_postfix(loss=f"{np.nanmean(np.asarray(hist)[..., row]):.4g}")
+            done = new_done
+            running = np.asarray(status) == Status.RUNNING
+            asked = driving.callback is not None and driving.callback(wrap(state))
+            if not running.any() or done >= epochs:
+                break
+            if asked:
+                state = stop_running(state, Status.CALLBACK)
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return state
+
+
+def finish(state: RunState, driving: Driving) -> FitResult:
+    """The :class:`~gdjax.FitResult` of a single run (raising if asked)."""
+    result = FitResult(state)
+    if driving.raise_on_nonfinite and result.failed:
+        raise NonFiniteError(describe_stop(state), result)
+    return result
+
+
+def advance_for(driving: Driving) -> Callable:
+    """The compiled single-run program ``driving`` asks for."""
+    return loop.advance_donated if driving.donate else loop.advance
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def fit(
+    loss: LossFn,
+    params: Params,
+    data: Batch,
+    transform: optax.GradientTransformation,
+    *,
+    key: Key,
+    epochs: int,
+    regime: batching.Regime | None = None,
+    val_data: Batch | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    resume: FitResult | None = None,
+    stopping: Stopping | None = None,
+    recording: Recording | None = None,
+    driving: Driving | None = None,
+    **options: Any,
+) -> FitResult:
+    r"""Run gradient descent to a stop, as one compiled program.
+
+    .. math:: \theta_{t+1} = \theta_t + u_t(\nabla L_{B_t}(\theta_t)),
+       \quad t = 0, 1, \ldots \text{ until a stopping criterion holds}
+
+    Args:
+      loss: ``loss(params, batch) -> scalar``; any jittable function. A loss
+        that declares per-example weights (``gd.make_loss``,
+        ``gd.with_example_weights``) also masks a padded last batch.
+      params: initial parameters, any pytree of float arrays (flax, equinox...).
+      data: a pytree of arrays sharing a leading example axis of length n,
+        e.g. ``(x, y)``; put on the device once and gathered into batches.
+      transform: an optax ``GradientTransformation`` (``gd.sgd(...)`` or any
+        optax chain).
+      key: the run's PRNG key; it decides the data order (epoch e uses
+        ``fold_in(key, e - 1)``) and nothing else.
+      epochs: the epoch budget (and the length of the history).
+      regime: :func:`gdjax.full_batch` (default), :func:`gdjax.stochastic` or
+        :func:`gdjax.minibatch`.
+      val_data: held-out data, evaluated with ``loss`` after every epoch.
+      hyperparams: numbers to set in the transform's injected hyperparameters
+        (``{"learning_rate": 0.1}``); arrays, so new values do not recompile.
+      resume: a :class:`~gdjax.FitResult` to continue, whatever stopped it;
+        ``epochs`` is the new total budget, and this call's transform
+        hyperparameters apply.
+      stopping, recording, driving: the options of the run as
+        :class:`gdjax.spec.Stopping`, :class:`gdjax.spec.Recording`,
+        :class:`gdjax.spec.Driving` values.
+      **options: the fields of those values as flat keywords, e.g.
+        ``target_loss=0.05``, ``tol=1e-3, patience=5``, ``max_steps``,
+        ``grad_tol``, ``until``, ``guard``; ``metric``, ``monitors``,
+        ``monitor_every``, ``history_size``; ``chunk_epochs``, ``callback``,
+        ``progress``, ``donate``, ``raise_on_nonfinite``, ``check_finite``.
+
+    Returns:
+      A :class:`~gdjax.FitResult`: ``params``, ``opt_state``, ``history`` (the
+      epochs run), ``epoch``, ``steps``, ``status``, ``reason``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, gdjax as gd
+      >>> x = jnp.array([[1.0], [2.0], [3.0]]); y = 2.0 * x[:, 0]
+      >>> loss = gd.make_loss(gd.models.linear, gd.losses.squared_error)
+      >>> params = {"w": jnp.zeros((1, 1)), "b": jnp.zeros(1)}
+      >>> r = gd.fit(loss, params, (x, y), gd.sgd(0.2), key=jax.random.key(0),
+      ...            epochs=2000, grad_tol=1e-4)
+      >>> r.stopped_by.name, round(float(r.params["w"][0, 0]), 3)
+      ('GRAD_TOL', 2.0)
+    """
+    stopping, recording, driving = spec.from_options(
+        stopping, recording, driving, **options
+    )
+    run = prepare(
+        loss,
+        params,
+        data,
+        transform,
+        key=key,
+        epochs=epochs,
+        regime=regime,
+        val_data=val_data,
+        hyperparams=hyperparams,
+        resume=resume,
+        stopping=stopping,
+        recording=recording,
+        driving=driving,
+    )
+    state = drive(run, advance=advance_for(driving), driving=driving)
+    return finish(state, driving)
+
+
+__all__ = [
+    "FAST_STEP",
+    "UNROLL_STEP",
+    "Run",
+    "abstract_batch",
+    "advance_for",
+    "check_transform",
+    "drive",
+    "finish",
+    "fit",
+    "make_program",
+    "prepare",
+    "progress_bar",
+    "resume_state",
+    "rows",
+    "step_size",
+    "stop_running",
+]

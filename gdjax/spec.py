@@ -1,0 +1,267 @@
+r"""What shapes a run: three small frozen values, validated once.
+
+Every entry point that trains (:func:`gdjax.fit`, :func:`gdjax.sweep`,
+:func:`gdjax.fit_stream`, :func:`gdjax.fit_data_parallel`,
+:func:`gdjax.checkpoint.fit_resumable`, the range test) takes the options of a
+run as the same three values, or as flat keywords that build them:
+
+* :class:`Stopping` — when the run ends: ``max_steps``, ``target_loss``,
+  ``grad_tol``, ``tol`` with ``patience``, ``until``, and ``guard`` (stop on
+  NaN/inf). Its numbers become a :class:`~gdjax.stopping.Criteria` of arrays
+  in the run's dtype, so new values (or a sweep over them) reuse the program.
+* :class:`Recording` — what the run records each epoch: ``metric``,
+  ``monitors`` every ``monitor_every`` epochs, at most ``history_size`` rows.
+* :class:`Driving` — how the host drives it: ``chunk_epochs``, ``callback``,
+  ``progress``, ``donate``, ``raise_on_nonfinite``, ``check_finite``.
+
+The flat keywords are the fields of the three classes; :func:`from_options`
+sorts them (from :func:`dataclasses.fields`, never from a list written
+elsewhere), so adding an option means adding one field and its check here.
+
+Examples:
+  >>> import gdjax as gd
+  >>> stop, rec, drive = gd.spec.from_options(tol=1e-3, history_size=50)
+  >>> stop.tol, stop.patience, rec.history_size, drive.chunk_epochs
+  (0.001, 5, 50, None)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from gdjax import _validate as V
+from gdjax.stopping import Criteria, make_criteria
+
+_INT32_MAX = 2**31 - 1
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {V.describe(value)}.")
+    return bool(value)
+
+
+def _callable(value: Any, name: str) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable, got {V.describe(value)}.")
+
+
+def _count(value: Any, name: str, *, minimum: int = 1) -> int:
+    value = V.check_int(value, name, minimum=minimum)
+    if value > _INT32_MAX:
+        raise ValueError(f"{name} must be at most 2**31 - 1 (int32), got {value}.")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Stopping:
+    """When a run stops: the first criterion that holds (see :mod:`gdjax.stopping`).
+
+    Attributes:
+      max_steps: stop after this many gradient steps.
+      target_loss: stop when an epoch's mean loss is at most this.
+      grad_tol: stop when an epoch's mean gradient norm is at most this.
+      tol: plateau: stop after ``patience`` epochs in a row without a relative
+        improvement of the best loss larger than ``tol``.
+      patience: epochs without improvement (needs ``tol``; default 5 with it).
+      until: ``until(history, epoch) -> bool``, traced into the program.
+      guard: reject a step whose loss, gradient or new parameters are not
+        finite, and stop there (the parameters stay the last finite ones).
+    """
+
+    max_steps: int | None = None
+    target_loss: float | None = None
+    grad_tol: float | None = None
+    tol: float | None = None
+    patience: int | None = None
+    until: Callable | None = None
+    guard: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.max_steps is not None:
+            set_(self, "max_steps", _count(self.max_steps, "max_steps"))
+        if self.target_loss is not None:
+            set_(self, "target_loss", float(V.check_real(self.target_loss, "target_loss")))
+        for name in ("grad_tol", "tol"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, float(V.check_nonnegative(value, name)))
+        if self.patience is not None:
+            if self.tol is None:
+                raise ValueError(
+                    f"patience={self.patience!r} is given without tol; patience "
+                    "counts epochs without relative improvement above tol: pass "
+                    "tol=... too (or drop patience)."
+                )
+            set_(self, "patience", _count(self.patience, "patience"))
+        elif self.tol is not None:
+            set_(self, "patience", 5)
+        _callable(self.until, "until")
+        set_(self, "guard", _flag(self.guard, "guard"))
+
+    def criteria(self, dtype: Any) -> Criteria:
+        """The numbers as arrays, thresholds in the run's ``dtype``."""
+        return make_criteria(
+            max_steps=self.max_steps,
+            target_loss=self.target_loss,
+            grad_tol=self.grad_tol,
+            tol=self.tol,
+            patience=self.patience,
+            dtype=dtype,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """What a run records after each epoch, beside the loss and gradient norm.
+
+    Attributes:
+      metric: ``metric(params, batch) -> scalar`` on ``val_data`` (or ``data``).
+      monitors: ``{name: fn(params, data) -> scalar}``, every ``monitor_every``
+        epochs (a sorted tuple of pairs once built).
+      monitor_every: epochs between monitor evaluations.
+      history_size: the most history rows kept; with more epochs, row
+        ``(e - 1) // stride`` holds epoch ``e``'s record (the last of each
+        window of ``stride = ceil(epochs / history_size)`` epochs).
+    """
+
+    metric: Callable | None = None
+    monitors: Any = ()
+    monitor_every: int = 1
+    history_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        _callable(self.metric, "metric")
+        monitors = self.monitors
+        if monitors is None:
+            monitors = ()
+        if isinstance(monitors, Mapping):
+            monitors = tuple(sorted(monitors.items()))
+        elif not isinstance(monitors, tuple):
+            raise TypeError(
+                "monitors must be a dict {name: fn(params, data) -> scalar}, got "
+                f"{V.describe(monitors)}."
+            )
+        for name, fn in monitors:
+            if not isinstance(name, str) or not name:
+                raise TypeError(
+                    f"monitors keys must be non-empty strings, got {name!r}."
+                )
+            _callable(fn, f"monitors[{name!r}]")
+            if fn is None:
+                raise TypeError(f"monitors[{name!r}] must be callable, got None.")
+        set_(self, "monitors", monitors)
+        set_(self, "monitor_every", _count(self.monitor_every, "monitor_every"))
+        set_(self, "history_size", _count(self.history_size, "history_size"))
+
+    def stride(self, epochs: int) -> int:
+        """Epochs per history row for a budget of ``epochs``."""
+        return -(-epochs // self.history_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Driving:
+    """How the host drives a run (nothing here changes the numbers).
+
+    Attributes:
+      chunk_epochs: run in compiled chunks of this many epochs (one program,
+        reused), so that ``callback`` and ``progress`` see the run; bitwise the
+        single-program run.
+      callback: ``callback(result) -> bool`` after every chunk, the last one
+        included; a truthy return stops a run that is still going.
+      progress: show a tqdm progress bar (``gdjax[progress]``).
+      donate: donate the run state's buffers to the program (the ``params``
+        passed in must not be used afterwards).
+      raise_on_nonfinite: raise :class:`~gdjax.NonFiniteError` (carrying the
+        result) instead of returning a failed result.
+      check_finite: refuse data containing NaN or inf.
+    """
+
+    chunk_epochs: int | None = None
+    callback: Callable | None = None
+    progress: bool = False
+    donate: bool = False
+    raise_on_nonfinite: bool = False
+    check_finite: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.chunk_epochs is not None:
+            set_(self, "chunk_epochs", _count(self.chunk_epochs, "chunk_epochs"))
+        _callable(self.callback, "callback")
+        for name in ("progress", "donate", "raise_on_nonfinite", "check_finite"):
+            set_(self, name, _flag(getattr(self, name), name))
+
+    @property
+    def chunked(self) -> bool:
+        return (
+            self.chunk_epochs is not None or self.callback is not None or self.progress
+        )
+
+
+SPECS = (Stopping, Recording, Driving)
+"""The three option values, in the order :func:`from_options` returns them."""
+
+OPTION_NAMES: dict[str, type] = {
+    f.name: cls for cls in SPECS for f in dataclasses.fields(cls)
+}
+"""Every flat option keyword and the value it belongs to."""
+
+
+def from_options(
+    stopping: Stopping | None = None,
+    recording: Recording | None = None,
+    driving: Driving | None = None,
+    /,
+    **options: Any,
+) -> tuple[Stopping, Recording, Driving]:
+    """Build the three values from optional base values and flat keywords.
+
+    Args:
+      stopping, recording, driving: base values (defaults if None).
+      **options: any field of the three classes, e.g. ``tol=1e-3``; each
+        replaces that field of its base value.
+
+    Returns:
+      ``(stopping, recording, driving)``, each validated.
+
+    Raises:
+      TypeError: an unknown keyword (the message lists the valid ones) or a
+        base value of the wrong type.
+    """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {unknown}; the run options are "
+            f"{sorted(OPTION_NAMES)}."
+        )
+    out = []
+    for cls, base in zip(SPECS, (stopping, recording, driving), strict=True):
+        name = cls.__name__.lower()
+        if base is not None and not isinstance(base, cls):
+            raise TypeError(
+                f"{name} must be a gd.{cls.__name__}, got {V.describe(base)}."
+            )
+        mine = {k: v for k, v in options.items() if OPTION_NAMES[k] is cls}
+        if base is None:
+            out.append(cls(**mine))
+        else:
+            out.append(dataclasses.replace(base, **mine) if mine else base)
+    return out[0], out[1], out[2]
+
+
+def is_integral(value: Any) -> bool:
+    """True for Python and NumPy integers (not bools)."""
+    return isinstance(value, numbers.Integral) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+__all__ = ["OPTION_NAMES", "Driving", "Recording", "Stopping", "from_options"]
