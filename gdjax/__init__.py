@@ -48,7 +48,13 @@ from gdjax.transforms import (
     sgd,
 )
 
-__version__ = "0.1.0"
+__version__: str = next(  # from the metadata: the version is written in pyproject.toml
+    (
+        d.version
+        for d in __import__("importlib.metadata").metadata.distributions(name="gdjax")
+    ),
+    "0.0.0+unknown",  # a source tree that was never installed
+)
 
 __all__ = [
     "CheckpointError",

@@ -2,19 +2,31 @@ r"""Update transforms for gradient descent, as optax ``GradientTransformation``\
 
 Contract. Every factory here returns an optax transform: ``init(params) ->
 state`` and ``update(updates, state, params) -> (updates, state)``, usable
-inside ``optax.chain`` and interchangeable with optax's own transforms
-wherever gdjax takes one. States are NamedTuples of arrays and are
-type-stable: ``init`` returns exactly the structure, dtypes and weak types
-that ``update`` returns, so a ``lax.cond`` or a ``lax.scan`` carry can hold
-either.
+inside ``optax.chain`` (either side of optax's own transforms) and inside
+``optax.inject_hyperparams``. States are NamedTuples of arrays, and for any
+mix of bfloat16/float16/float32/float64/complex leaves, weakly typed or not:
+
+- *type-stable*: ``init`` returns exactly the structure, shapes, dtypes and
+  weak types that ``update`` returns (all strong), so a ``lax.cond`` or a
+  ``lax.scan`` carry can hold either and a jitted step never traces twice;
+- *dtype follows each leaf*: a hyperparameter is cast to the dtype of the leaf
+  it multiplies, so a bfloat16 leaf gets bfloat16 updates and keeps a bfloat16
+  momentum buffer (unless ``accumulator_dtype`` asks otherwise), as optax's own
+  ``sgd`` does with a Python-float rate;
+- *abstract init*: ``init`` takes ``jax.ShapeDtypeStruct`` leaves;
+- *placed like a jitted update places it*: the 0-d leaves (count, numeric
+  hyperparameters) are replicated over the mesh of ``jax.set_mesh`` when one
+  is set, else over the mesh the params live on, so the state an eager
+  ``init`` returns has the shardings that a jitted ``update`` hands back.
 
 Numbers are data, structure is program. :func:`sgd` keeps its learning rate,
-momentum and weight decay as arrays in its state (through
-``optax.inject_hyperparams``), and every call with the same static structure
-(``nesterov``, ``decoupled_weight_decay``, numeric or scheduled learning rate)
-returns the *same* ``update`` function object. A training loop that passes
-``update`` as a static ``jit`` argument therefore compiles once for
-``sgd(0.1, 0.9)`` and reuses that program for ``sgd(0.3, 0.5)``; so do
+momentum and weight decay as arrays in its state (an
+``optax.InjectStatefulHyperparamsState``, as ``optax.inject_hyperparams``
+builds it), and every call with the same static structure (``nesterov``,
+``decoupled_weight_decay``, ``accumulator_dtype``, numeric or scheduled
+learning rate) returns the *same* ``update`` function object. A training loop
+that passes ``update`` as a static ``jit`` argument therefore compiles once
+for ``sgd(0.1, 0.9)`` and reuses that program for ``sgd(0.3, 0.5)``; so do
 :func:`set_hyperparams` and a sweep that writes new numbers into the state.
 
 Arguments are checked on the host before anything is traced or compiled: a
@@ -25,8 +37,6 @@ What optax already has is re-exported, not rewritten: :func:`chain`,
 :func:`clip`, :func:`clip_by_global_norm`, :func:`add_decayed_weights`.
 """
 
-from __future__ import annotations
-
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -35,10 +45,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 from optax import add_decayed_weights, chain, clip, clip_by_global_norm
 
-from gdjax._typing import ArrayLike, Params, PyTree, Schedule
-from gdjax._validate import check_int, check_real, describe
+from gdjax._typing import ArrayLike, Params, PyTree
+from gdjax._validate import check_real, describe
 
 __all__ = [
     "AverageIteratesState",
@@ -130,16 +141,41 @@ def _check_scalar(
     return value
 
 
-def _as_array(value: Any, dtype: Any) -> jax.Array:
-    """``value`` as a strong array of ``dtype``, without building an XLA program.
+def _mesh_of(tree: PyTree) -> jax.sharding.Mesh | None:
+    """The mesh that concrete leaves of ``tree`` are laid out on, if any."""
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and not _is_tracer(leaf):
+            sharding = leaf.sharding
+            if isinstance(sharding, NamedSharding):
+                return sharding.mesh
+    return None
 
-    ``jnp.asarray(0.1, dtype)`` compiles a small conversion the first time it
-    meets a shape and dtype; a NumPy cast on the host plus ``device_put`` does
-    not. A traced value (inside ``jit``/``vmap``) is converted in the trace.
+
+def _as_array(
+    value: Any, dtype: Any, mesh: jax.sharding.Mesh | None = None
+) -> jax.Array:
+    """``value`` as a strong array of ``dtype``, placed as a jitted step places it.
+
+    ``jnp.asarray(0.1, dtype)`` (and even ``jnp.asarray`` of a NumPy value)
+    compiles a small program the first time it meets a shape and dtype; a
+    NumPy cast on the host plus ``device_put`` does not. The value is
+    replicated over the mesh of ``jax.set_mesh`` when one is set, else over
+    ``mesh`` (the params' mesh), else left uncommitted on the default device:
+    where a jitted ``update`` puts a 0-d output whose inputs live there, so
+    its second call finds the shardings of the first and does not compile
+    again. A traced value (inside ``jit``/``vmap``) is converted in the trace.
     """
     if _is_tracer(value):
         return jnp.asarray(value, dtype)
-    return jax.device_put(np.asarray(value).astype(dtype))
+    host = np.asarray(value).astype(dtype)
+    if not jax.sharding.get_abstract_mesh().empty:
+        try:
+            mesh = jax.sharding.get_mesh()
+        except ValueError:  # inside jit: a constant, which follows the mesh
+            return jnp.asarray(host)
+    if mesh is None or mesh.empty:
+        return jax.device_put(host)
+    return jax.device_put(host, NamedSharding(mesh, PartitionSpec()))
 
 
 def _check_flag(value: Any, name: str) -> bool:
@@ -158,18 +194,48 @@ _RANGES: dict[str, dict[str, Any]] = {
 # ---------------------------------------------------------------------------------- sgd
 
 
-def _hyperparam_dtype(params: Params) -> Any:
-    """optax's ``hyperparam_dtype=None`` rule: the params' highest float dtype.
+def _leaf_dtype(leaf: Any) -> np.dtype:
+    # .dtype first: a jax.ShapeDtypeStruct (abstract init) has one but is no array.
+    dtype = getattr(leaf, "dtype", None)
+    return jnp.dtype(dtype) if dtype is not None else jax.dtypes.result_type(leaf)
 
-    Integer-only (or empty) params fall back to float32; complex params use
-    their real counterpart, since a step size is real.
+
+def _hyperparam_dtype(params: Params) -> np.dtype:
+    """The dtype hyperparameters are stored in: the params' highest float dtype.
+
+    optax's ``hyperparam_dtype=None`` rule, read from ``.dtype`` so that
+    ``jax.ShapeDtypeStruct`` leaves work. It is the storage dtype only (high
+    enough that a float64 run gets the float64 value of 0.05); each use casts
+    to the leaf it multiplies. Integer-only (or empty) params fall back to
+    float32; complex params use their real counterpart (a step size is real).
     """
-    dtype = optax.tree.dtype(params, "highest")
+    dtypes = [_leaf_dtype(leaf) for leaf in jax.tree.leaves(params)]
+    dtypes = [d for d in dtypes if jnp.issubdtype(d, jnp.inexact)]
+    if not dtypes:
+        return jnp.dtype(jnp.float32)
+    dtype = jax.dtypes.canonicalize_dtype(functools.reduce(jnp.promote_types, dtypes))
     if jnp.issubdtype(dtype, jnp.complexfloating):
         return jnp.finfo(dtype).dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
-        return jnp.dtype(jnp.float32)
-    return dtype
+    return jnp.dtype(dtype)
+
+
+def _like(value: jax.Array, leaf: jax.Array) -> jax.Array:
+    """A hyperparameter in the dtype of the leaf it multiplies (strong)."""
+    return jnp.asarray(value, leaf.dtype)
+
+
+def _zeros(leaf: Any, dtype: Any) -> jax.Array:
+    """A strong zero buffer like ``leaf`` (an array or a ShapeDtypeStruct)."""
+    dtype = leaf.dtype if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
+    return jnp.zeros_like(leaf, dtype=dtype)
+
+
+def _schedule_value(value: Any, dtype: Any, mesh: jax.sharding.Mesh | None) -> Any:
+    """optax's rule for a scheduled value: a strong array keeps its dtype,
+    anything else (a weak array, a Python or NumPy number) takes ``dtype``."""
+    if isinstance(value, jax.Array):
+        return value if not jax.typeof(value).weak_type else jnp.asarray(value, dtype)
+    return _as_array(value, dtype, mesh)
 
 
 class _Structure(NamedTuple):
@@ -179,71 +245,110 @@ class _Structure(NamedTuple):
     decoupled: bool
     momentum: bool
     weight_decay: bool
+    accumulator_dtype: np.dtype | None
 
 
-def _sgd_inner(structure: _Structure) -> Callable[..., Any]:
-    """The optax chain that ``inject_hyperparams`` rebuilds at each step."""
-
-    def inner(learning_rate, momentum=None, weight_decay=None):
-        trace = (
-            [optax.trace(decay=momentum, nesterov=structure.nesterov)]
-            if structure.momentum
-            else []
+def _check_accumulator_dtype(value: Any) -> np.dtype | None:
+    if value is None:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(
+            "accumulator_dtype must be a float or complex dtype or None, got "
+            f"{describe(value)}."
+        ) from None
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(
+            f"accumulator_dtype must be a float or complex dtype or None, got {dtype}."
         )
-        decay = (
-            [optax.add_decayed_weights(weight_decay)] if structure.weight_decay else []
-        )
-        if structure.decoupled:
-            # m <- g + mu m ; u <- -lr (m + wd theta): decay outside the momentum.
-            return optax.chain(
-                *trace, *decay, optax.scale_by_learning_rate(learning_rate)
-            )
-        # g <- g + wd theta, then optax.sgd: torch.optim.SGD(weight_decay=wd).
-        return optax.chain(*decay, *trace, optax.scale_by_learning_rate(learning_rate))
-
-    return inner
+    return dtype
 
 
-class _Template(NamedTuple):
-    init: Callable[[Params], Any]
-    update: Callable[..., Any]
+def _build_update(structure: _Structure, schedule: Any) -> Callable[..., Any]:
+    """``update`` of :func:`sgd` for one static structure.
 
-
-def _build_template(structure: _Structure, schedule: Any) -> _Template:
-    # The values given here are placeholders: init overwrites them, update
-    # reads the state. Momentum and weight decay are in the chain only when
-    # asked for (a momentum buffer costs a params-sized array); once asked for,
-    # any value (0 included) is data, so sweeping them through 0 is one program.
-    numbers = {"learning_rate": 1.0 if schedule is None else schedule}
-    if structure.momentum:
-        numbers["momentum"] = 0.0
-    if structure.weight_decay:
-        numbers["weight_decay"] = 0.0
-    inject = optax.inject_hyperparams(_sgd_inner(structure))(**numbers)
+    The state is laid out as ``optax.inject_hyperparams`` of
+    ``chain([add_decayed_weights], [trace], scale_by_learning_rate)`` (decay
+    after the trace when decoupled) lays it out, so states saved by earlier
+    versions and tools that read ``TraceState`` still fit. The arithmetic is
+    optax's, with each hyperparameter cast to the leaf it multiplies (optax
+    casts to the params' highest dtype, which turns bfloat16 leaves float32).
+    """
+    trace_at = int(structure.weight_decay and not structure.decoupled)
 
     def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
         if params is None and structure.weight_decay:
             raise ValueError(
                 "gdjax.transforms.sgd with weight_decay needs params in update: "
                 "call update(grads, state, params)."
             )
-        return inject.update(updates, state, params, **extra_args)
+        hyperparams = dict(state.hyperparams)
+        schedule_states = state.hyperparams_states
+        if schedule is not None:
+            wrapped = schedule_states["learning_rate"]
+            hyperparams["learning_rate"] = _schedule_value(
+                schedule(wrapped.count),
+                hyperparams["learning_rate"].dtype,
+                _mesh_of(wrapped.count),
+            )
+            schedule_states = {
+                **schedule_states,
+                "learning_rate": wrapped._replace(
+                    count=optax.safe_increment(wrapped.count)
+                ),
+            }
+        inner = []
+        if structure.weight_decay and not structure.decoupled:
+            # g <- g + wd theta, then optax.sgd: torch.optim.SGD(weight_decay=wd).
+            wd = hyperparams["weight_decay"]
+            updates = jax.tree.map(lambda g, p: g + _like(wd, p) * p, updates, params)
+            inner.append(optax.EmptyState())
+        if structure.momentum:
+            mu = hyperparams["momentum"]
+            trace = state.inner_state[trace_at].trace
+            new_trace = jax.tree.map(lambda g, t: g + _like(mu, t) * t, updates, trace)
+            if structure.nesterov:
+                updates = jax.tree.map(
+                    lambda g, t: g + _like(mu, t) * t, updates, new_trace
+                )
+            else:
+                updates = new_trace
+            # The buffer keeps init's dtype (and a strong type) whatever the
+            # gradients' dtype promoted it to.
+            new_trace = jax.tree.map(lambda n, t: n.astype(t.dtype), new_trace, trace)
+            inner.append(optax.TraceState(trace=new_trace))
+        if structure.weight_decay and structure.decoupled:
+            # m <- g + mu m ; u <- -lr (m + wd theta): decay outside the momentum.
+            wd = hyperparams["weight_decay"]
+            updates = jax.tree.map(lambda u, p: u + _like(wd, p) * p, updates, params)
+            inner.append(optax.EmptyState())
+        step = -hyperparams["learning_rate"]
+        updates = jax.tree.map(lambda u: u * _like(step, u), updates)
+        inner.append(optax.EmptyState())
+        return updates, optax.InjectStatefulHyperparamsState(
+            count=optax.safe_increment(state.count),
+            hyperparams=hyperparams,
+            hyperparams_states=schedule_states,
+            inner_state=tuple(inner),
+        )
 
-    return _Template(inject.init, update_fn)
+    return update_fn
 
 
-# One template per static structure: its update is the object a loop passes as
-# a static jit argument, so it must be the same across calls.
-@functools.cache  # at most 16 entries
-def _numeric_template(structure: _Structure) -> _Template:
-    return _build_template(structure, None)
+# One update per static structure: it is the object a loop passes as a static
+# jit argument, so it must be the same across calls.
+@functools.cache  # at most 16 structures x a few accumulator dtypes
+def _numeric_update(structure: _Structure) -> Callable[..., Any]:
+    return _build_update(structure, None)
 
 
 # A schedule is part of the program; the same schedule object gets the same
 # update back, a new one gets a new program. Bounded so lambdas don't pile up.
 @functools.lru_cache(maxsize=64)
-def _schedule_template(structure: _Structure, schedule: Any) -> _Template:
-    return _build_template(structure, schedule)
+def _schedule_update(structure: _Structure, schedule: Any) -> Callable[..., Any]:
+    return _build_update(structure, schedule)
 
 
 def _check_schedule(schedule: Callable, name: str) -> None:
@@ -256,12 +361,13 @@ def _check_schedule(schedule: Callable, name: str) -> None:
 
 
 def sgd(
-    learning_rate: ArrayLike | Schedule,
+    learning_rate: optax.ScalarOrSchedule,
     momentum: ArrayLike | None = None,
     *,
     nesterov: bool = False,
     weight_decay: ArrayLike | None = None,
     decoupled_weight_decay: bool = False,
+    accumulator_dtype: Any | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic gradient descent with momentum and weight decay, numbers as data.
 
@@ -287,20 +393,24 @@ def sgd(
 
     With :math:`\mu = \lambda = 0` this is plain gradient descent
     :math:`\theta_{t+1} = \theta_t - \eta_t \nabla L(\theta_t)`, equal to
-    ``optax.sgd`` step for step.
+    ``optax.sgd`` step for step (bitwise, in every float dtype).
 
-    It is ``optax.sgd`` / ``optax.add_decayed_weights`` / ``optax.chain`` inside
-    ``optax.inject_hyperparams``: ``learning_rate``, ``momentum`` and
-    ``weight_decay`` live as arrays in the state's ``hyperparams`` (in the
-    params' highest float dtype, optax's rule), and two calls with the same
-    ``nesterov``, ``decoupled_weight_decay`` and kind of learning rate (number
-    or the same schedule object) return the same ``update`` function object.
-    A loop that takes ``update`` as a static ``jit`` argument therefore
-    compiles once for all numeric values; change them with
-    :func:`set_hyperparams`. ``momentum=None`` (default) keeps no momentum
-    buffer; any number (0 included) keeps one, so momentum can be swept
-    through 0 in one program. Likewise ``weight_decay=None`` leaves the decay
-    out, and a number puts it in (then ``update`` needs ``params``).
+    It computes what ``optax.inject_hyperparams`` of ``optax.sgd`` /
+    ``optax.add_decayed_weights`` / ``optax.chain`` computes, and its state
+    has that layout: ``learning_rate``, ``momentum`` and ``weight_decay`` live
+    as arrays in the state's ``hyperparams`` (stored in the params' highest
+    float dtype), and two calls with the same ``nesterov``,
+    ``decoupled_weight_decay``, ``accumulator_dtype`` and kind of learning
+    rate (number or the same schedule object) return the same ``update``
+    function object. A loop that takes ``update`` as a static ``jit``
+    argument therefore compiles once for all numeric values; change them with
+    :func:`set_hyperparams`. Unlike ``inject_hyperparams``, each use casts a
+    hyperparameter to the dtype of the leaf it multiplies, so mixed-precision
+    params keep their dtypes in updates and state. ``momentum=None``
+    (default) keeps no momentum buffer; any number (0 included) keeps one, so
+    momentum can be swept through 0 in one program. Likewise
+    ``weight_decay=None`` leaves the decay out, and a number puts it in (then
+    ``update`` needs ``params``).
 
     Args:
       learning_rate: step size :math:`\eta > 0`, a Python float, NumPy scalar
@@ -311,6 +421,9 @@ def sgd(
       decoupled_weight_decay: decay the weights outside the momentum
         (Loshchilov & Hutter's SGDW) instead of adding :math:`\lambda\theta` to
         the gradient.
+      accumulator_dtype: dtype of the momentum buffer (as ``optax.sgd``'s), or
+        ``None`` for each leaf's own dtype; e.g. ``jnp.float32`` keeps the
+        momentum of bfloat16 params in float32.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is an
@@ -319,6 +432,8 @@ def sgd(
     Raises:
       ValueError: a hyperparameter out of range, NaN or infinite, or
         ``nesterov=True`` with zero momentum; raised before anything compiles.
+      TypeError: a flag that is not a bool, or an ``accumulator_dtype`` that is
+        not a float or complex dtype.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -374,32 +489,63 @@ def sgd(
         )
     if decoupled and weight_decay is None:
         raise ValueError("decoupled_weight_decay=True needs a weight_decay, got None.")
+    accumulator = _check_accumulator_dtype(accumulator_dtype)
     structure = _Structure(
-        nesterov, decoupled, momentum is not None, weight_decay is not None
+        nesterov,
+        decoupled,
+        momentum is not None,
+        weight_decay is not None,
+        accumulator if momentum is not None else None,
     )
-    numeric = {
-        k: v
+    numeric = {"learning_rate": learning_rate} if not scheduled else {}
+    numeric.update(
+        (k, v)
         for k, v in (("momentum", momentum), ("weight_decay", weight_decay))
         if v is not None
-    }
+    )
     if scheduled:
         try:
-            template = _schedule_template(structure, learning_rate)
+            update_fn = _schedule_update(structure, learning_rate)
         except TypeError:  # an unhashable schedule: build it afresh
-            template = _build_template(structure, learning_rate)
+            update_fn = _build_update(structure, learning_rate)
     else:
-        template = _numeric_template(structure)
-        numeric["learning_rate"] = learning_rate
+        update_fn = _numeric_update(structure)
 
     def init_fn(params: Params) -> optax.InjectStatefulHyperparamsState:
-        state = template.init(params)
+        mesh = _mesh_of(params)
         dtype = _hyperparam_dtype(params)
-        hyperparams = dict(state.hyperparams)
-        # Strong arrays of the params' dtype, exactly what update hands back.
-        hyperparams.update({k: _as_array(v, dtype) for k, v in numeric.items()})
-        return state._replace(hyperparams=hyperparams)
+        # Strong arrays of the storage dtype, exactly what update hands back.
+        hyperparams = {k: _as_array(v, dtype, mesh) for k, v in numeric.items()}
+        schedule_states = {}
+        if scheduled:
+            count = _as_array(0, jnp.int32, mesh)
+            schedule_states["learning_rate"] = (
+                optax.schedules.WrappedSchedule(learning_rate)
+                .init()
+                ._replace(count=count)
+            )
+            hyperparams["learning_rate"] = _schedule_value(
+                learning_rate(count), dtype, mesh
+            )
+        inner = []
+        if structure.weight_decay and not structure.decoupled:
+            inner.append(optax.EmptyState())
+        if structure.momentum:
+            trace = jax.tree.map(
+                lambda p: _zeros(p, structure.accumulator_dtype), params
+            )
+            inner.append(optax.TraceState(trace=trace))
+        if structure.weight_decay and structure.decoupled:
+            inner.append(optax.EmptyState())
+        inner.append(optax.EmptyState())
+        return optax.InjectStatefulHyperparamsState(
+            count=_as_array(0, jnp.int32, mesh),
+            hyperparams=hyperparams,
+            hyperparams_states=schedule_states,
+            inner_state=tuple(inner),
+        )
 
-    return optax.GradientTransformationExtraArgs(init_fn, template.update)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # -------------------------------------------------------------------------- hyperparams
@@ -524,6 +670,11 @@ def _convert_like(value: Any, stored: Any, name: str) -> jax.Array:
                 f"{name} must have shape {stored_shape} like the stored value (or "
                 f"be a scalar), got {host.shape}."
             ) from None
+    # The new value lives where the old one lived (a mesh, a swept state's
+    # member sharding), so a compiled step takes it without compiling again.
+    sharding = stored.sharding if isinstance(stored, jax.Array) else None
+    if isinstance(sharding, NamedSharding):
+        return jax.device_put(host.astype(dtype), sharding)
     return _as_array(host, dtype)
 
 
@@ -599,7 +750,7 @@ class AverageIteratesState(NamedTuple):
     average: Params  # like params: mean of the iterates from `start` on
 
 
-def average_iterates(start: int = 0) -> optax.GradientTransformationExtraArgs:
+def average_iterates(start: ArrayLike = 0) -> optax.GradientTransformationExtraArgs:
     r"""Polyak–Ruppert averaging of the iterates, passing updates through.
 
     At the update with count :math:`c` (0 for the first), the new iterate is
@@ -621,7 +772,9 @@ def average_iterates(start: int = 0) -> optax.GradientTransformationExtraArgs:
 
     Args:
       start: the update count from which iterates enter the average
-        (burn-in), an integer >= 0.
+        (burn-in), an integer >= 0: a Python or NumPy integer, or a 0-d
+        integer array (``optax.inject_hyperparams(average_iterates)`` passes
+        it as one, and may trace it).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state
@@ -648,15 +801,23 @@ def average_iterates(start: int = 0) -> optax.GradientTransformationExtraArgs:
       Ruppert, `Efficient Estimations from a Slowly Convergent Robbins-Monro
       Process <https://hdl.handle.net/1813/8664>`_, 1988.
     """
-    start = check_int(start, "start", minimum=0)
+    start = _check_start(start)
 
     def init_fn(params: Params) -> AverageIteratesState:
-        # A copy with a strong dtype: update returns strong arrays, and a copy
-        # never aliases params (both may be donated to the same program).
+        # A strong copy (update returns strong arrays) that never aliases
+        # params (both may be donated to the same program); zeros of the right
+        # shape, dtype and sharding for abstract (ShapeDtypeStruct) params.
         average = jax.tree.map(
-            lambda p: jnp.array(p, dtype=jnp.asarray(p).dtype, copy=True), params
+            lambda p: (
+                _zeros(p, None)
+                if isinstance(p, jax.ShapeDtypeStruct)
+                else jnp.array(p, dtype=_leaf_dtype(p), copy=True)
+            ),
+            params,
         )
-        return AverageIteratesState(count=jnp.zeros([], jnp.int32), average=average)
+        return AverageIteratesState(
+            count=_as_array(0, jnp.int32, _mesh_of(params)), average=average
+        )
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
@@ -676,6 +837,21 @@ def average_iterates(start: int = 0) -> optax.GradientTransformationExtraArgs:
         return updates, AverageIteratesState(count=count, average=average)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _check_start(start: Any) -> Any:
+    """``start`` as an integer >= 0; a 0-d integer array stays one (data)."""
+    dtype = getattr(start, "dtype", None)
+    integral = isinstance(start, (int, np.integer)) or (
+        dtype is not None and jnp.issubdtype(dtype, jnp.integer)
+    )
+    if isinstance(start, (bool, np.bool_)) or not integral or np.ndim(start) != 0:
+        raise TypeError(f"start must be an integer (0-d), got {describe(start)}.")
+    if _is_tracer(start):
+        return start
+    if int(start) < 0:
+        raise ValueError(f"start must be an integer >= 0, got {int(start)}.")
+    return start if isinstance(start, jax.Array) else int(start)
 
 
 def averaged_params(opt_state: PyTree) -> Params:
@@ -727,7 +903,7 @@ def _count(count: ArrayLike) -> jax.Array:
     return t
 
 
-def inverse_time_decay(init_value: float, decay_rate: float) -> Schedule:
+def inverse_time_decay(init_value: float, decay_rate: float) -> optax.Schedule:
     r"""Bottou's inverse-time step size, an optax schedule.
 
     .. math::
@@ -768,7 +944,9 @@ def inverse_time_decay(init_value: float, decay_rate: float) -> Schedule:
     return schedule
 
 
-def power_decay(init_value: float, power: float = 1.0, offset: float = 1.0) -> Schedule:
+def power_decay(
+    init_value: float, power: float = 1.0, offset: float = 1.0
+) -> optax.Schedule:
     r"""Polynomially decaying step size, an optax schedule.
 
     .. math::
