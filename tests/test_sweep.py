@@ -1,4 +1,5 @@
-"""gdjax.sweep: every member equals its single fit; one program; clear errors."""
+"""gd.sweep: every member equals its single fit; one program; clear errors;
+the SweepResult tables (sel, summary, best, long format)."""
 
 import functools
 
@@ -9,8 +10,7 @@ import pytest
 from helpers import least_squares_problem, ls_loss
 
 import gdjax as gd
-from gdjax import sweep as sweep_mod
-from gdjax.sweep import SweepResult, seed_keys, sweep
+from gdjax import SweepResult, seed_keys, sweep
 
 DATA, W_STAR, MU, L = least_squares_problem(n=32, d=4)
 
@@ -27,7 +27,7 @@ def assert_member_equals_fit(member, single, atol=2e-6):
     np.testing.assert_allclose(
         member.history.loss, single.history.loss, rtol=1e-5, atol=atol
     )
-    for field in ("status", "stop_epoch", "steps", "epoch"):
+    for field in ("status", "steps", "epoch"):
         assert int(getattr(member, field)) == int(getattr(single, field)), field
 
 
@@ -77,10 +77,15 @@ def test_grid_members_equal_single_fits_with_early_stopping():
     # The property under test: members stopped on their own, at different epochs,
     # and each reports its own stop; the batch ran until the last one stopped.
     assert set(res.reasons().ravel()) == {"NO_IMPROVEMENT"}
-    stops = res.result.stop_epoch
+    stops = res.result.epoch  # the 1-based epoch in which each member stopped
     assert len(np.unique(stops)) >= 3
-    assert res.executed_epochs == int(stops.max()) + 1 < 40
-    np.testing.assert_array_equal(res.result.epoch, stops + 1)
+    assert res.executed_epochs == int(stops.max()) < 40
+    # Each member's history holds exactly the epochs 1..epoch it ran.
+    rows = np.asarray(res.result.state.history.epoch)
+    for idx in np.ndindex(*res.shape):
+        e = int(stops[idx])
+        np.testing.assert_array_equal(rows[idx][:e], np.arange(1, e + 1))
+        assert not rows[idx][e:].any()
     # By coordinates, and in chunks (the same program, resumed) to the same result.
     chex_equal = res.member(seed=2, learning_rate=0.1)
     np.testing.assert_array_equal(chex_equal.params["w"], res.member(2, 1).params["w"])
@@ -129,10 +134,22 @@ def test_zip_members_equal_single_fits_with_swept_criteria():
             )
             assert_member_equals_fit(res.member(i, j), single)
     assert set(res.reasons().ravel()) == {"TARGET_LOSS"}
-    assert len(np.unique(res.result.stop_epoch)) >= 3
+    assert len(np.unique(res.result.epoch)) >= 3
     np.testing.assert_array_equal(
         res.member(seed=4, momentum=0.9).params["w"], res.member(1, 2).params["w"]
     )
+    # sel by a swept value drops the zipped "setting" axis.
+    by_value = res.sel(momentum=0.9)
+    assert by_value.axes == ("seed",) and by_value.coords == {"seed": (3, 4)}
+    np.testing.assert_array_equal(
+        by_value.member(seed=4).params["w"], res.member(1, 2).params["w"]
+    )
+    # The long table names every swept value of a zipped setting in its own column.
+    table = res.to_dict()
+    assert list(table)[:4] == ["seed", "learning_rate", "momentum", "target_loss"]
+    rows = (table["seed"] == 4) & (table["momentum"] == 0.9)
+    np.testing.assert_array_equal(table["loss"][rows], res.member(1, 2).history.loss)
+    assert np.all(table["learning_rate"][rows] == pytest.approx(0.1))
 
 
 def test_shared_init_and_values_of_any_type_compile_once(compiles):
@@ -178,8 +195,7 @@ mlp_init = functools.partial(gd.init.mlp, widths=[64, 8, 10])
 def test_digits_mlp_64_seeds_by_4_learning_rates_is_one_run_program(compiles):
     (x, y), _ = gd.datasets.digits()
     loss = gd.make_loss(gd.models.mlp, gd.losses.softmax_cross_entropy)
-    runs = sweep_mod._advance_members._cache_size()
-    inits = sweep_mod._init_seed._cache_size()
+    runs = gd.loop.advance_members._cache_size()
     kw = dict(seeds=range(64), epochs=1, regime=gd.minibatch(512))
     with compiles() as c:
         res = sweep(
@@ -190,13 +206,14 @@ def test_digits_mlp_64_seeds_by_4_learning_rates_is_one_run_program(compiles):
             hyperparams={"learning_rate": [0.01, 0.03, 0.1, 0.3]},
             **kw,
         )
-    # One program runs all 256 members; one small program draws their initial
-    # parameters; the rest are a few tiny eager ops (transform.init, keys).
-    assert sweep_mod._advance_members._cache_size() == runs + 1
-    assert sweep_mod._init_seed._cache_size() == inits + 1
-    assert c.count <= 2 + 12
+    # One program runs all 256 members. init runs eagerly, seed by seed, so the
+    # rest are tiny eager ops cached by shape (the MLP's truncated normals per
+    # layer shape, their scaling, transform.init's zeros, the keys): 21 in a
+    # fresh process, fewer when earlier tests warmed them.
+    assert gd.loop.advance_members._cache_size() == runs + 1
+    assert c.count <= 1 + 21
     assert res.shape == (64, 4)
-    assert np.all(np.isfinite(res.final_loss()))
+    assert np.all(np.isfinite(res.final_loss))
     assert np.all(res.result.steps == 3)
     # Members differ by seed (init and order) and by learning rate.
     w = res.result.params[0]["w"]
@@ -214,6 +231,28 @@ def test_digits_mlp_64_seeds_by_4_learning_rates_is_one_run_program(compiles):
     assert again.shape == (64, 4)
 
 
+def test_fresh_init_lambda_compiles_nothing_the_second_time(compiles):
+    # FACTS.md: clear the caches first, or a zero could be an earlier test's
+    # warm cache; the first call then shows that the counter counts.
+    jax.clear_caches()
+    kw = dict(
+        seeds=[0, 1],
+        hyperparams={"learning_rate": [0.05, 0.1]},
+        epochs=3,
+        regime=gd.minibatch(8),
+    )
+    runs = gd.loop.advance_members._cache_size()
+    with compiles() as first:
+        a = sweep(ls_loss, lambda k: ls_init(k), DATA, gd.sgd(0.1), **kw)
+    assert first.count >= 1 and gd.loop.advance_members._cache_size() == runs + 1
+    with compiles() as second:
+        b = sweep(ls_loss, lambda k: ls_init(k), DATA, gd.sgd(0.1), **kw)
+    assert second.count == 0
+    assert gd.loop.advance_members._cache_size() == runs + 1
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_data_is_not_replicated_per_member():
     rng = np.random.default_rng(0)
     n, d = 4096, 16
@@ -227,24 +266,32 @@ def test_data_is_not_replicated_per_member():
         return {"w": jax.random.normal(key, (d,))}
 
     def arguments(seeds):
-        plan = sweep_mod._plan(
+        stopping, recording, driving = gd.spec.from_options()
+        plan = gd.members.plan_members(
             ls_loss,
             init,
             data,
             gd.sgd(0.1),
-            seeds=np.asarray(seeds, np.uint32),
-            axes=sweep_mod._sweep_axes({"learning_rate": [0.1]}, True),
+            seeds=gd.members.check_seeds(seeds),
+            axes=gd.members.sweep_axes({"learning_rate": [0.1]}, True),
             epochs=2,
             regime=gd.full_batch(),
+            val_data=None,
             devices=None,
-            fit_kwargs={},
+            stopping=stopping,
+            recording=recording,
+            driving=driving,
         )
-        p = sweep_mod._member_inputs(plan)
-        args = (p.static, p.state, p.data, p.val_data, p.key, p.criteria, np.int32(2))
-        lowered = sweep_mod._advance_members.lower(*args)
+        run = gd.members.member_run(plan)
+        lowered = gd.loop.advance_members.lower(
+            run.program, run.state, run.inputs, np.int32(2)
+        )
         member_bytes = (
-            sum(leaf.nbytes for leaf in jax.tree.leaves((p.state, p.criteria)))
-            + jax.random.key_data(p.key).nbytes
+            sum(
+                leaf.nbytes
+                for leaf in jax.tree.leaves((run.state, run.inputs.criteria))
+            )
+            + jax.random.key_data(run.inputs.key).nbytes
         )
         return lowered.compile().memory_analysis().argument_size_in_bytes, member_bytes
 
@@ -393,6 +440,19 @@ BAD = [
     (dict(hyperparams={"max_steps": [2.5]}), TypeError, "max_steps"),
     (dict(hyperparams={"learning_rate": 0.1}), TypeError, r"\[value\]"),
     (dict(hyperparams={"tol": [0.1]}, tol=0.1), ValueError, "both swept"),
+    (
+        dict(hyperparams={"learning_rate": [0.1, 0.2, 0.1]}),
+        ValueError,
+        r"hyperparams\['learning_rate'\] must be distinct, got \[0.1\]",
+    ),
+    (
+        dict(
+            hyperparams={"learning_rate": [0.1, 0.1], "momentum": [0.5, 0.5]},
+            grid=False,
+        ),
+        ValueError,
+        "settings must be distinct",
+    ),
     (dict(resume=None), TypeError, "unexpected keyword"),
     (dict(outer={"width": [2]}), ValueError, "unknown outer axis 'width'"),
 ]
@@ -406,3 +466,177 @@ def test_bad_input_raises_before_compiling(compiles, kwargs, error, match):
         with pytest.raises(error, match=match):
             sweep(ls_loss, ls_init, DATA, gd.sgd(0.1, momentum=0.5), **base)
     assert c.count == 0
+
+
+# --------------------------------------------------------------- result tables
+
+
+def r_squared(params, batch):
+    """The coefficient of determination on ``batch`` (higher is better)."""
+    x, y = batch
+    r = x @ params["w"] - y
+    return 1.0 - jnp.sum(r * r) / jnp.sum((y - jnp.mean(y)) ** 2)
+
+
+VAL = (DATA[0][:8], DATA[1][:8])
+TABLE_LRS = [0.01, 0.05, 0.3]
+
+
+@functools.cache
+def table_sweep():
+    """Members that stop at different epochs, with val_loss and a metric."""
+    return sweep(
+        ls_loss,
+        ls_init,
+        DATA,
+        gd.sgd(0.1),
+        seeds=[0, 1, 2],
+        hyperparams={"learning_rate": TABLE_LRS},
+        epochs=40,
+        regime=gd.minibatch(8),
+        tol=0.1,
+        patience=1,
+        val_data=VAL,
+        metric=r_squared,
+    )
+
+
+def by_hand_r2(w):
+    x, y = (np.asarray(a, np.float64) for a in VAL)
+    r = x @ np.asarray(w, np.float64) - y
+    return 1.0 - np.sum(r * r) / np.sum((y - y.mean()) ** 2)
+
+
+def test_sel_partial_gives_a_sweep_and_full_gives_a_member():
+    res = table_sweep()
+    part = res.sel(learning_rate=0.05)
+    assert isinstance(part, SweepResult)
+    assert part.axes == ("seed",) and part.shape == (3,)
+    assert part.coords == {"seed": (0, 1, 2)}
+    for i in range(3):
+        a, b = part.member(i), res.member(i, 1)
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(u, v)
+    np.testing.assert_allclose(part.final_loss, res.final_loss[:, 1])
+    [row] = part.summary()
+    assert row["loss_mean"] == pytest.approx(float(np.mean(res.final_loss[:, 1])))
+    other = res.sel(seed=2)
+    assert other.axes == ("learning_rate",) and other.shape == (3,)
+    np.testing.assert_array_equal(
+        other.member(learning_rate=0.3).params["w"], res.member(2, 2).params["w"]
+    )
+    full = res.sel(seed=2, learning_rate=0.05)
+    assert isinstance(full, gd.FitResult)
+    want = res.member(2, 1)
+    assert int(full.epoch) == int(want.epoch) and full.reason == want.reason
+    for u, v in zip(jax.tree.leaves(full), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(u, v)
+    chained = res.sel(learning_rate=0.05).sel(seed=2)
+    assert isinstance(chained, gd.FitResult)
+    np.testing.assert_array_equal(chained.history.loss, want.history.loss)
+    with pytest.raises(ValueError, match="not in"):
+        res.sel(learning_rate=0.07)
+    with pytest.raises(ValueError, match="unknown coordinate"):
+        res.sel(momentum=0.5)
+
+
+def test_summary_metric_columns_and_best_by_metric_max():
+    res = table_sweep()
+    assert not res.failed().any()
+    # The recorded metric is R^2 at each member's final parameters.
+    r2 = np.array(
+        [[by_hand_r2(res.member(i, j).params["w"]) for j in range(3)] for i in range(3)]
+    )
+    np.testing.assert_allclose(res.final("metric"), r2, rtol=1e-4, atol=1e-5)
+    rows = res.summary()
+    assert [r["learning_rate"] for r in rows] == pytest.approx(TABLE_LRS)
+    val = res.final_val_loss
+    for j, row in enumerate(rows):
+        for name, values in (("metric", res.final("metric")), ("val_loss", val)):
+            col = values[:, j]
+            assert row[f"{name}_mean"] == pytest.approx(col.mean(), rel=1e-6)
+            assert row[f"{name}_std"] == pytest.approx(col.std(), rel=1e-5, abs=1e-9)
+            assert row[f"{name}_min"] == pytest.approx(col.min())
+            assert row[f"{name}_max"] == pytest.approx(col.max())
+    means = r2.mean(axis=0)
+    # The settings' mean R^2 differ, so max and min pick different settings.
+    assert np.argmax(means) != np.argmin(means)
+    assert np.min(np.abs(np.diff(np.sort(means)))) > 1e-3
+    best, value = res.best(by="metric", mode="max")
+    assert best == {"learning_rate": TABLE_LRS[int(np.argmax(means))]}
+    assert value == pytest.approx(means.max(), rel=1e-4)
+    worst, low = res.best(by="metric", mode="min")
+    assert worst == {"learning_rate": TABLE_LRS[int(np.argmin(means))]}
+    assert low == pytest.approx(means.min(), rel=1e-4)
+    with pytest.raises(ValueError, match="mode"):
+        res.best(by="metric", mode="median")
+    with pytest.raises(ValueError, match="unknown series"):
+        res.best(by="accuracy")
+
+
+def test_long_format_table_has_one_row_per_member_epoch_run():
+    res = table_sweep()
+    table = res.to_dict()
+    assert list(table) == [
+        "seed",
+        "learning_rate",
+        "epoch",
+        "loss",
+        "grad_norm",
+        "val_loss",
+        "metric",
+    ]
+    epochs = np.asarray(res.result.epoch)
+    # Members stopped at different epochs: the table holds the epochs each ran,
+    # not the padded grid.
+    assert len(np.unique(epochs)) >= 2
+    assert all(len(col) == int(epochs.sum()) for col in table.values())
+    assert int(epochs.sum()) < 9 * int(epochs.max())
+    for i, seed in enumerate([0, 1, 2]):
+        for j, lr in enumerate(TABLE_LRS):
+            rows = (table["seed"] == seed) & np.isclose(table["learning_rate"], lr)
+            member = res.member(i, j)
+            np.testing.assert_array_equal(
+                table["epoch"][rows], np.arange(1, int(epochs[i, j]) + 1)
+            )
+            for name in ("loss", "grad_norm", "val_loss", "metric"):
+                np.testing.assert_array_equal(
+                    table[name][rows], getattr(member.history, name)
+                )
+            # The member's own table is the same rows without the coordinates.
+            own = member.to_dict()
+            for name, col in own.items():
+                np.testing.assert_array_equal(table[name][rows], col)
+    # Back from the table to the padded (seed, lr, epoch) histories.
+    seeds, lrs = list(res.coords["seed"]), list(res.coords["learning_rate"])
+    padded = np.full(res.result.history.loss.shape, np.nan, np.float32)
+    for s, lr, e, v in zip(
+        table["seed"],
+        table["learning_rate"],
+        table["epoch"],
+        table["loss"],
+        strict=True,
+    ):
+        padded[seeds.index(s), lrs.index(lr), e - 1] = v
+    np.testing.assert_array_equal(padded, res.result.history.loss)
+
+
+def test_to_pandas_round_trip():
+    pd = pytest.importorskip("pandas")
+    res = table_sweep()
+    table = res.to_dict()
+    df = res.to_pandas()
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == list(table) and len(df) == int(res.result.epoch.sum())
+    for name, col in table.items():
+        np.testing.assert_array_equal(df[name].to_numpy(), col)
+    # Pivot back: one row per member, one column per epoch, NaN past its stop.
+    wide = df.pivot_table(
+        index=["seed", "learning_rate"], columns="epoch", values="loss", dropna=False
+    )
+    assert wide.shape == (9, int(res.result.epoch.max()))
+    np.testing.assert_allclose(
+        wide.to_numpy(), res.result.history.loss.reshape(9, -1), rtol=0, atol=0
+    )
+    counts = df.groupby(["seed", "learning_rate"]).size().to_numpy()
+    np.testing.assert_array_equal(counts, res.result.epoch.ravel())
