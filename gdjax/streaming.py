@@ -125,6 +125,9 @@ class Epoch(NamedTuple):
     short: int  # real rows of a short last batch (0 if none)
 
 
+_END = object()  # what next() returns past the end of the stream
+
+
 class _Stream:
     """Stacks a stream's batches into epochs of ``k`` on the host."""
 
@@ -195,6 +198,13 @@ class _Stream:
                 if self.last_batch == "drop":
                     continue
             got.append(leaves)
+        if short and next(self._it, _END) is not _END:
+            # The short batch ended this epoch's slice: look one batch ahead,
+            # or the batches after it would be silently ignored.
+            raise ValueError(
+                f"batch {self.seen - 1} of the stream is short but batch "
+                f"{self.seen} follows it: only the last batch may be short."
+            )
         if len(got) < self.k or short:
             self.ended = True
         if not got:
