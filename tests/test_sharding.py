@@ -26,8 +26,7 @@ SCRIPT = textwrap.dedent(
     import json
     import jax, jax.numpy as jnp, numpy as np
     import gdjax as gd
-    from gdjax import sharding, sweep as sweep_mod
-    from gdjax.sweep import seed_keys, sweep
+    from gdjax import seed_keys, sharding, sweep
 
     assert len(jax.devices()) == 8
     rng = np.random.default_rng(0)
@@ -48,12 +47,14 @@ SCRIPT = textwrap.dedent(
     for seeds, lrs in (([0, 1, 2], [0.02, 0.1]), ([0, 1, 2, 3, 4], [0.02, 0.1])):
         res = sweep(loss, init, data, gd.sgd(0.1), seeds=seeds,
                     hyperparams={"learning_rate": lrs}, **kw)
-        plan = sweep_mod._plan(
-            loss, init, data, gd.sgd(0.1), seeds=np.asarray(seeds, np.uint32),
-            axes=sweep_mod._sweep_axes({"learning_rate": lrs}, True),
-            devices=jax.devices(), fit_kwargs=dict(tol=0.1, patience=1),
-            epochs=12, regime=gd.minibatch(8))
-        inputs = sweep_mod._member_inputs(plan)
+        stopping, recording, driving = gd.spec.from_options(tol=0.1, patience=1)
+        plan = gd.members.plan_members(
+            loss, init, data, gd.sgd(0.1), seeds=gd.members.check_seeds(seeds),
+            axes=gd.members.sweep_axes({"learning_rate": lrs}, True),
+            epochs=12, regime=gd.minibatch(8), val_data=None,
+            devices=jax.devices(), stopping=stopping, recording=recording,
+            driving=driving)
+        run = gd.members.member_run(plan)
         worst, same = 0.0, True
         for i, s in enumerate(seeds):
             for j, lr in enumerate(lrs):
@@ -63,25 +64,30 @@ SCRIPT = textwrap.dedent(
                 m = res.member(i, j)
                 worst = max(worst, float(np.max(np.abs(m.params["w"] - f.params["w"]))))
                 same &= all(int(getattr(m, k)) == int(getattr(f, k))
-                            for k in ("status", "stop_epoch", "steps", "epoch"))
+                            for k in ("status", "steps", "epoch"))
         out[f"sweep{len(seeds) * len(lrs)}"] = dict(
             shape=list(res.shape), params=worst, discrete=bool(same),
-            stops=sorted(set(res.result.stop_epoch.ravel().tolist())),
+            stops=sorted(set(res.result.epoch.ravel().tolist())),
             mesh=int(plan.mesh.devices.size), padded=len(plan.member_seed),
-            spec=str(inputs.state.params["w"].sharding.spec),
-            devices=len(inputs.state.params["w"].sharding.device_set),
-            data_devices=len(inputs.data[0].sharding.device_set),
-            data_spec=str(inputs.data[0].sharding.spec),
+            spec=str(run.state.params["w"].sharding.spec),
+            devices=len(run.state.params["w"].sharding.device_set),
+            data_devices=len(run.inputs.data[0].sharding.device_set),
+            data_spec=str(run.inputs.data[0].sharding.spec),
         )
 
     p0 = init(jax.random.key(3))
-    # Batches of 12 (the last one padded and masked) split over 8 devices.
-    kw = dict(key=jax.random.key(1), epochs=4, regime=gd.minibatch(12))
-    r = sharding.fit_data_parallel(loss, p0, data, gd.sgd(0.1, momentum=0.9), **kw)
-    f = gd.fit(loss, p0, data, gd.sgd(0.1, momentum=0.9), **kw)
+    # Batches of 12 (the last one padded and masked: an explicit weighted loss)
+    # split over 8 devices.
+    wloss = gd.with_example_weights(loss)
+    kw = dict(key=jax.random.key(1), epochs=4, regime=gd.minibatch(12),
+              val_data=(x[:16], y[:16]))
+    r = sharding.fit_data_parallel(wloss, p0, data, gd.sgd(0.1, momentum=0.9), **kw)
+    f = gd.fit(wloss, p0, data, gd.sgd(0.1, momentum=0.9), **kw)
     out["dp"] = dict(
         params=float(np.max(np.abs(np.asarray(r.params["w"] - f.params["w"])))),
         loss=float(np.max(np.abs(np.asarray(r.history.loss - f.history.loss)))),
+        val=float(np.max(np.abs(np.asarray(r.history.val_loss - f.history.val_loss)))),
+        rows=[len(r.history.loss), len(f.history.loss)],
         steps=[int(r.steps), int(f.steps)],
         spec=str(r.params["w"].sharding.spec),
         devices=len(r.params["w"].sharding.device_set),
@@ -141,7 +147,8 @@ def test_sharded_sweep_members_equal_single_fits(
 
 def test_data_parallel_fit_equals_single_device_fit(eight_devices):
     r = eight_devices["dp"]
-    assert r["params"] < 1e-6 and r["loss"] < 1e-5
+    assert r["params"] < 1e-6 and r["loss"] < 1e-5 and r["val"] < 1e-5
+    assert r["rows"] == [4, 4]
     assert r["steps"][0] == r["steps"][1] > 0
     assert r["spec"] == str(P()) and r["devices"] == 8
 
