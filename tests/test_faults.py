@@ -9,8 +9,6 @@ and optimizer state of ``fit(..., max_steps=k)`` bit for bit.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 from helpers import least_squares_problem
 
 import gdjax as gd
-from gdjax import loop
+from gdjax import loop, runs
 
 KEY = jax.random.key(0)
 LR, MOMENTUM = 0.1, 0.9
@@ -202,11 +200,10 @@ def test_fault_stops_at_step_k_with_the_state_of_max_steps_k(name):
     r = gd.fit(loss, params, data, tx, **kw)
     assert r.stopped_by == status and r.failed
     assert int(r.steps) == k
-    assert int(r.stop_epoch) == k // STEPS_PER_EPOCH
-    assert int(r.epoch) == k // STEPS_PER_EPOCH + 1
-    assert f"at step {k} (epoch {k // STEPS_PER_EPOCH})" in r.reason
+    assert int(r.epoch) == k // STEPS_PER_EPOCH + 1  # epochs count from 1
+    assert f"at step {k + 1} (epoch {k // STEPS_PER_EPOCH + 1})" in r.reason
     if leaf is None:
-        assert int(r.bad_leaf) == -1 and "first bad leaf" not in r.reason
+        assert int(r.state.bad_leaf) == -1 and "first bad leaf" not in r.reason
     else:
         assert f"first bad leaf: {leaf}" in r.reason
     # The state is that of the run stopped after step k - 1, bit for bit.
@@ -221,9 +218,10 @@ def test_fault_stops_at_step_k_with_the_state_of_max_steps_k(name):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
     assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(got))
-    # History: finite for the epochs that completed, NaN after the stop.
+    # History: a row per epoch run, the stopped one included; finite rows for
+    # the epochs that completed.
+    np.testing.assert_array_equal(r.history.epoch, np.arange(1, int(r.epoch) + 1))
     assert np.isfinite(np.asarray(r.history.loss)[: k // STEPS_PER_EPOCH]).all()
-    assert np.isnan(np.asarray(r.history.loss)[k // STEPS_PER_EPOCH + 1 :]).all()
     # raise_on_nonfinite raises with that same result.
     with pytest.raises(gd.NonFiniteError) as info:
         gd.fit(loss, params, data, tx, raise_on_nonfinite=True, **kw)
@@ -245,28 +243,34 @@ def test_under_vmap_only_the_bad_member_stops():
     loss, k, params, bad_data, kw, status, _ = _setup("nan-loss-step-13")
     good_data = _data(t=1e9, fill=np.nan)
     tx = gd.sgd(LR, momentum=MOMENTUM)
-    preps = [loop.prepare(loss, params, d, tx, **kw) for d in (good_data, bad_data)]
-    stack = functools.partial(jax.tree.map, lambda *a: jnp.stack(a))
-    static, _, _, val_data, key, criteria = preps[0]
-    run = jax.jit(
-        jax.vmap(
-            functools.partial(loop.run_epochs, static),
-            in_axes=(0, 0, None, 0, None, None),
+    options = gd.spec.from_options(check_finite=False)
+    stopping, recording, driving = options
+    preps = [
+        runs.prepare(
+            loss,
+            params,
+            d,
+            tx,
+            key=kw["key"],
+            epochs=kw["epochs"],
+            regime=kw["regime"],
+            stopping=stopping,
+            recording=recording,
+            driving=driving,
         )
+        for d in (good_data, bad_data)
+    ]
+    assert preps[0].program == preps[1].program
+    stack = lambda *trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)  # noqa: E731
+    run = jax.jit(
+        jax.vmap(lambda s, i: loop.run_epochs(preps[0].program, s, i, kw["epochs"]))
     )
-    out = run(
-        stack(*(p.state for p in preps)),
-        stack(*(p.data for p in preps)),
-        val_data,
-        jnp.stack([key, key]),
-        criteria,
-        np.int32(kw["epochs"]),
-    )
-    member = [jax.tree.map(lambda a, i=i: a[i], out) for i in range(2)]
+    out = run(stack(*(p.state for p in preps)), stack(*(p.inputs for p in preps)))
+    member = [gd.FitResult(jax.tree.map(lambda a, i=i: a[i], out)) for i in range(2)]
     assert member[0].stopped_by == gd.Status.MAX_EPOCHS
     assert int(member[0].steps) == 5 * STEPS_PER_EPOCH
     assert member[1].stopped_by == status and int(member[1].steps) == k
-    assert int(member[1].stop_epoch) == 1 and int(member[1].epoch) == 2
+    assert int(member[1].epoch) == 2
     single_good = gd.fit(loss, params, good_data, tx, **kw)
     single_bad = gd.fit(loss, params, bad_data, tx, max_steps=k, **kw)
     for got, want in ((member[0], single_good), (member[1], single_bad)):
@@ -279,11 +283,10 @@ def test_under_vmap_only_the_bad_member_stops():
 
 
 def test_sweep_member_that_diverges_stops_alone():
-    sweep = pytest.importorskip("gdjax.sweep").sweep
     (x, y), *_ = least_squares_problem(n=40)
     loss = gd.make_loss(gd.models.linear, gd.losses.squared_error)
     params = {"w": jnp.zeros((4, 1)), "b": jnp.zeros(1)}
-    res = sweep(
+    res = gd.sweep(
         loss,
         params,
         (x, y),
