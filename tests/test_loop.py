@@ -8,7 +8,7 @@ import pytest
 from helpers import least_squares_problem, ls_loss, ls_value, zeros_params
 
 import gdjax as gd
-from gdjax import batching, loop
+from gdjax import batching, runs
 
 KEY = jax.random.key(0)
 
@@ -75,11 +75,45 @@ def test_fit_equals_python_loop(regime):
     data, *_ = least_squares_problem(n=36)
     p0 = zeros_params(4)
     tx = optax.sgd(0.05, momentum=0.9)
-    r = gd.fit(ls_loss, p0, data, tx, key=KEY, epochs=4, regime=regime)
+    # A padded last batch needs a loss that declares per-example weights: the
+    # explicit choice python_loop makes too.
+    masked = batching.plan(regime, 36).masked
+    loss = gd.with_example_weights(ls_loss) if masked else ls_loss
+    r = gd.fit(loss, p0, data, tx, key=KEY, epochs=4, regime=regime)
     params, state = python_loop(ls_loss, p0, data, tx, regime, KEY, 4)
     np.testing.assert_allclose(r.params["w"], params["w"], rtol=2e-6, atol=2e-6)
     assert int(r.epoch) == 4 and r.stopped_by == gd.Status.MAX_EPOCHS
     assert int(r.steps) == 4 * batching.plan(regime, 36).steps
+
+
+def test_padded_last_batch_refuses_a_loss_without_weights(compiles):
+    """n % B != 0 with last_batch="pad" and a plain user loss: a ValueError naming
+    last_batch, before compiling (0.1 silently evaluated such a loss per example)."""
+    data, *_ = least_squares_problem(n=36)
+    with compiles() as c:
+        with pytest.raises(ValueError, match="last_batch='pad'.*last batch of 6"):
+            gd.fit(
+                ls_loss,
+                zeros_params(4),
+                data,
+                optax.sgd(0.05),
+                key=KEY,
+                epochs=2,
+                regime=gd.minibatch(10),
+            )
+    assert c.count == 0
+    # Either explicit choice runs: declared weights, or dropping the short batch.
+    for loss, regime in [
+        (gd.with_example_weights(ls_loss), gd.minibatch(10)),
+        (ls_loss, gd.minibatch(10, last_batch="drop")),
+    ]:
+        r = gd.fit(loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=2,
+                   regime=regime)
+        assert r.stopped_by == gd.Status.MAX_EPOCHS
+    # B divides n: a plain loss needs no weights.
+    r = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=2,
+               regime=gd.minibatch(9))
+    assert int(r.steps) == 8
 
 
 def test_masked_last_batch_equals_make_loss_weights():
@@ -96,7 +130,7 @@ def test_masked_last_batch_equals_make_loss_weights():
 
     kw = dict(key=KEY, epochs=3, regime=gd.minibatch(8))
     a = gd.fit(built, p0, (x, y), optax.sgd(0.1), **kw)
-    b = gd.fit(user, p0, (x, y), optax.sgd(0.1), **kw)
+    b = gd.fit(gd.with_example_weights(user), p0, (x, y), optax.sgd(0.1), **kw)
     np.testing.assert_allclose(a.params["w"], b.params["w"], rtol=1e-5, atol=1e-6)
 
 
@@ -117,10 +151,11 @@ def test_least_squares_meets_linear_rate_bound(x64):
 def test_chunked_run_is_bitwise_the_single_program():
     data, *_ = least_squares_problem(n=40)
     kw = dict(key=KEY, epochs=13, regime=gd.minibatch(16), tol=1e-4, patience=3)
-    one = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), **kw)
+    loss = gd.with_example_weights(ls_loss)  # 40 = 2 * 16 + 8: a masked last batch
+    one = gd.fit(loss, zeros_params(4), data, optax.sgd(0.05), **kw)
     seen = []
     chunked = gd.fit(
-        ls_loss,
+        loss,
         zeros_params(4),
         data,
         optax.sgd(0.05),
@@ -130,7 +165,8 @@ def test_chunked_run_is_bitwise_the_single_program():
     )
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(chunked), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert seen == [4, 8, 12]
+    # The callback sees every chunk, the last (partial) one included.
+    assert seen == [4, 8, 12, 13] and int(one.epoch) == 13
 
 
 def test_callback_can_stop_the_run():
@@ -151,8 +187,9 @@ def test_callback_can_stop_the_run():
 def test_same_key_same_bits_and_lr_does_not_change_order():
     data, *_ = least_squares_problem(n=40)
     kw = dict(key=jax.random.key(7), epochs=3, regime=gd.minibatch(7))
-    a = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), **kw)
-    b = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), **kw)
+    loss = gd.with_example_weights(ls_loss)  # 40 = 5 * 7 + 5: a masked last batch
+    a = gd.fit(loss, zeros_params(4), data, optax.sgd(0.05), **kw)
+    b = gd.fit(loss, zeros_params(4), data, optax.sgd(0.05), **kw)
     np.testing.assert_array_equal(a.params["w"], b.params["w"])
     # The order of each epoch is fold_in(key, epoch) whatever the transform.
     r = gd.minibatch(7)
@@ -164,7 +201,7 @@ def test_same_key_same_bits_and_lr_does_not_change_order():
         p, _ = python_loop(
             ls_loss, zeros_params(4), data, optax.sgd(lr), r, kw["key"], 3
         )
-        got = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(lr), **kw)
+        got = gd.fit(loss, zeros_params(4), data, optax.sgd(lr), **kw)
         np.testing.assert_allclose(got.params["w"], p["w"], rtol=2e-6, atol=2e-7)
     assert not np.array_equal(orders[0], orders[1])
 
@@ -189,15 +226,16 @@ def _unstopped(epochs=40, lr=0.05, regime=None):
 def test_max_epochs():
     _, r = _unstopped(epochs=7)
     assert r.stopped_by == gd.Status.MAX_EPOCHS
-    assert int(r.epoch) == 7 and int(r.stop_epoch) == 6 and int(r.steps) == 7
-    assert np.all(np.isfinite(r.history.loss))
+    assert int(r.epoch) == 7 and int(r.steps) == 7
+    assert r.history.loss.shape == (7,) and np.all(np.isfinite(r.history.loss))
+    np.testing.assert_array_equal(r.history.epoch, np.arange(1, 8))
 
 
 def test_max_steps_stops_mid_epoch_at_the_right_step():
     data, *_ = least_squares_problem(n=48)
-    regime = gd.minibatch(10)  # 5 steps an epoch
+    regime = gd.minibatch(10)  # 5 steps an epoch, the last one masked
     r = gd.fit(
-        ls_loss,
+        gd.with_example_weights(ls_loss),
         zeros_params(4),
         data,
         optax.sgd(0.05),
@@ -207,12 +245,16 @@ def test_max_steps_stops_mid_epoch_at_the_right_step():
         max_steps=13,
     )
     assert r.stopped_by == gd.Status.MAX_STEPS
-    assert int(r.steps) == 13 and int(r.stop_epoch) == 2 and int(r.epoch) == 3
+    # Steps 11..13 are in epoch 3 (counting from 1): the run stopped in it.
+    assert int(r.steps) == 13 and int(r.epoch) == 3
     p, _ = python_loop(
         ls_loss, zeros_params(4), data, optax.sgd(0.05), regime, KEY, 10, max_steps=13
     )
     np.testing.assert_allclose(r.params["w"], p["w"], rtol=2e-6, atol=2e-7)
-    assert np.isnan(r.history.loss[3])
+    # The history holds the 3 epochs run; the raw rows past them stay unwritten.
+    assert r.history.loss.shape == (3,) and np.all(np.isfinite(r.history.loss))
+    raw = r.state.history
+    assert np.all(np.isnan(raw.loss[3:])) and np.all(np.asarray(raw.epoch[3:]) == 0)
 
 
 def test_target_loss_fires_at_first_epoch_below_it():
@@ -229,7 +271,9 @@ def test_target_loss_fires_at_first_epoch_below_it():
         target_loss=target,
     )
     assert r.stopped_by == gd.Status.TARGET_LOSS
-    assert int(r.stop_epoch) == expected and int(r.epoch) == expected + 1
+    # History row `expected` is epoch expected + 1 (epochs count from 1).
+    assert int(r.epoch) == expected + 1
+    assert r.history.loss.shape == (expected + 1,)
 
 
 def test_grad_tol_fires_at_first_epoch_below_it():
@@ -245,7 +289,7 @@ def test_grad_tol_fires_at_first_epoch_below_it():
         epochs=40,
         grad_tol=tol,
     )
-    assert r.stopped_by == gd.Status.GRAD_TOL and int(r.stop_epoch) == expected
+    assert r.stopped_by == gd.Status.GRAD_TOL and int(r.epoch) == expected + 1
 
 
 def test_plateau_matches_sklearn_rule():
@@ -272,14 +316,15 @@ def test_plateau_matches_sklearn_rule():
         tol=tol,
         patience=patience,
     )
-    assert r.stopped_by == gd.Status.NO_IMPROVEMENT and int(r.stop_epoch) == expected
+    assert r.stopped_by == gd.Status.NO_IMPROVEMENT and int(r.epoch) == expected + 1
 
 
 def test_user_predicate_on_history():
     data, _ = _unstopped()
 
     def until(history, epoch):
-        return (epoch >= 2) & (history.loss[epoch] > 0.5 * history.loss[0])
+        # epoch: the number of the epoch just run, from 1; its row is epoch - 1.
+        return (epoch >= 3) & (history.loss[epoch - 1] > 0.5 * history.loss[0])
 
     ref = gd.fit(ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=40)
     losses = np.asarray(ref.history.loss)
@@ -287,7 +332,7 @@ def test_user_predicate_on_history():
     r = gd.fit(
         ls_loss, zeros_params(4), data, optax.sgd(0.05), key=KEY, epochs=40, until=until
     )
-    assert r.stopped_by == gd.Status.PREDICATE and int(r.stop_epoch) == expected
+    assert r.stopped_by == gd.Status.PREDICATE and int(r.epoch) == expected + 1
 
 
 @pytest.mark.parametrize("bad_step", [0, 7])
@@ -308,8 +353,9 @@ def test_nan_mid_run_returns_last_finite_state(bad_step):
         check_finite=False,
     )
     assert r.stopped_by == gd.Status.NONFINITE_LOSS and r.failed
-    assert int(r.steps) == bad_step and int(r.stop_epoch) == 0
-    assert f"step {bad_step}" in r.reason
+    assert int(r.steps) == bad_step and int(r.epoch) == 1
+    # Steps count from 1 in the reason: the bad one is step bad_step + 1.
+    assert f"at step {bad_step + 1} (epoch 1)" in r.reason
     ref = gd.fit(
         ls_loss,
         zeros_params(4),
@@ -554,8 +600,17 @@ def test_epoch_level_fast_path_equals_per_step_checks(bad_step, monkeypatch):
     kw = dict(key=KEY, epochs=3, regime=gd.minibatch(4), check_finite=False,
               max_steps=25)
     tx = gd.sgd(0.05, momentum=0.9)
+    def program():
+        stop, rec, drive = gd.spec.from_options(max_steps=25, check_finite=False)
+        return runs.prepare(
+            ls_loss, zeros_params(4), (x, y), tx, key=KEY, epochs=3,
+            regime=gd.minibatch(4), stopping=stop, recording=rec, driving=drive,
+        ).program
+
+    assert program().fast  # 4 examples x 4 parameters: a tiny step
     fast = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
-    monkeypatch.setattr(loop, "_FAST_STEP", -1)  # every step checked
+    monkeypatch.setattr(runs, "FAST_STEP", -1)  # every step checked
+    assert not program().fast
     slow = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
         np.testing.assert_array_equal(a, b)
