@@ -14,8 +14,34 @@ class GdjaxError(Exception):
     """Base class of every error gdjax raises on its own account."""
 
 
+class GdjaxTypeError(GdjaxError, TypeError):
+    """An argument of the wrong kind, refused at the boundary (before compiling).
+
+    A ``TypeError`` too, so ``except TypeError`` keeps working.
+    """
+
+
+class GdjaxValueError(GdjaxError, ValueError):
+    """An argument of the right kind with a bad value, refused before compiling.
+
+    A ``ValueError`` too, so ``except ValueError`` keeps working.
+    """
+
+
 class GdjaxWarning(UserWarning):
     """Base class of every warning gdjax issues."""
+
+
+class ZeroGradientWarning(GdjaxWarning):
+    """The gradient is exactly zero in every parameter at the start of a run:
+    plain gradient descent would never move (dead units, a start at a
+    stationary point, a loss flat where it starts)."""
+
+
+class IgnoredBatchWarning(GdjaxWarning):
+    """The loss never reads its batch (it gives the same value for any two
+    batches): typically it closes over the whole data set, so mini-batching,
+    shuffling and ``val_data`` have no effect."""
 
 
 class NonFiniteError(GdjaxError, FloatingPointError):

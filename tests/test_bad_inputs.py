@@ -17,7 +17,6 @@ tests/test_bad_inputs.py -k docs``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import tempfile
@@ -33,15 +32,13 @@ import pytest
 from helpers import ls_loss
 
 import gdjax as gd
+from gdjax import _validate as V
 from gdjax import checkpoint
 from gdjax.checkpoint import CorruptCheckpointError
 from gdjax.errors import CheckpointError
 from gdjax.transforms import set_hyperparams
 
-try:
-    _sweep = importlib.import_module("gdjax.sweep").sweep
-except (ImportError, AttributeError):  # pragma: no cover - sweep not there yet
-    _sweep = None
+_sweep = gd.sweep
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 
@@ -54,6 +51,25 @@ class Case(NamedTuple):
     error: type[BaseException]
     match: str
     xfail: str | None = None
+    kind: str = "0.1 table"
+
+
+# The classes of issue 14 (a row's ``kind``), for the figures of docs/bad_inputs.md.
+PARTNER = "option ignored without its partner, or not type-checked"
+DTYPE = "value that changes meaning in the run's dtype"
+DEGENERATE = "degenerate problem"
+LATE = "checked too late (after compiling) before"
+WORDS = "answered in JAX's or Python's words before"
+CARELESS = "careless user (found for this table)"
+KINDS = ("0.1 table", PARTNER, DTYPE, DEGENERATE, LATE, WORDS, CARELESS)
+SCHEDULE_PENDING = (
+    "gd.sgd evaluates the schedule at step 0 eagerly (7 small programs from cold "
+    "caches): transforms._check_schedule should read it with V.host_value"
+)
+CHECKPOINT_PENDING = (
+    "depends on the checkpoint.py rewrite in progress (another helper); re-run "
+    "when it lands"
+)
 
 
 # ------------------------------------------------------------------ inputs
@@ -80,22 +96,39 @@ X3 = _rng.normal(size=(20, 3)).astype(np.float32)
 Y3 = _rng.normal(size=(20, 3)).astype(np.float32)
 P33 = {"w": np.zeros((3, 3), np.float32)}
 MOMENTUM = gd.sgd(0.1, momentum=0.9)
-STATE33 = gd.loop.prepare(ls_loss, P33, (X3, Y3), MOMENTUM, key=KEY, epochs=2).state
+STATE33 = gd.runs.prepare(
+    ls_loss,
+    P33,
+    (X3, Y3),
+    MOMENTUM,
+    key=KEY,
+    epochs=2,
+    stopping=gd.Stopping(),
+    recording=gd.Recording(),
+    driving=gd.Driving(),
+).state
+RESULT33 = gd.FitResult(STATE33)
 
 
 def _reshaped_momentum(shape, dtype=np.float32):
-    return STATE33._replace(
-        opt_state=jax.tree.map(
-            lambda a: np.zeros(shape, dtype) if np.shape(a) == (3, 3) else a,
-            STATE33.opt_state,
+    return gd.FitResult(
+        STATE33._replace(
+            opt_state=jax.tree.map(
+                lambda a: np.zeros(shape, dtype) if np.shape(a) == (3, 3) else a,
+                STATE33.opt_state,
+            )
         )
     )
 
 
 RESUME_SHAPE = _reshaped_momentum((3, 1))
 RESUME_DTYPE = _reshaped_momentum((3, 3), np.float16)
-RESUME_TREE = STATE33._replace(opt_state=MOMENTUM.init({"v": P33["w"]}))
-RESUME_PARAMS = STATE33._replace(params={"w": np.zeros((3, 1), np.float32)})
+RESUME_TREE = gd.FitResult(
+    STATE33._replace(opt_state=MOMENTUM.init({"v": P33["w"]}))
+)
+RESUME_PARAMS = gd.FitResult(
+    STATE33._replace(params={"w": np.zeros((3, 1), np.float32)})
+)
 
 
 def _broadcasting_update():
@@ -153,8 +186,8 @@ def _loss_constant(params, batch):
 
 # Checkpoints: a folder with one checkpoint of STATE33, a corrupt one, an empty one.
 CKPT = Path(tempfile.mkdtemp(prefix="gdjax-bad-inputs-"))
-checkpoint.save(CKPT / "good", STATE33)
-_bad = checkpoint.save(CKPT / "corrupt", STATE33)
+checkpoint.save(CKPT / "good", RESULT33)
+_bad = checkpoint.save(CKPT / "corrupt", RESULT33)
 _bad.write_bytes(_bad.read_bytes()[:-100])
 (CKPT / "empty").mkdir()
 
@@ -396,7 +429,7 @@ def _cases() -> list[Case]:
             "resume that is not a FitResult",
             _fit(resume={"params": P}),
             TypeError,
-            r"resume must be a FitResult, got dict",
+            r"resume must be a gd\.FitResult, got dict",
         ),
         # losses
         Case(
@@ -756,7 +789,7 @@ def _cases() -> list[Case]:
             "metric=1",
             _fit(metric=1),
             TypeError,
-            r"metric must be callable, got int 1",
+            r"metric must be callable as metric\(params, batch\) -> scalar, got int 1",
         ),
         Case(
             "fit-monitor-not-callable",
@@ -764,7 +797,8 @@ def _cases() -> list[Case]:
             "monitors={'a': 3}",
             _fit(monitors={"a": 3}),
             TypeError,
-            r"monitors\['a'\] must be callable, got int 3",
+            r"monitors\['a'\] must be callable as fn\(params, data\) -> scalar, got "
+            r"int 3",
         ),
         # learning rate, momentum, weight decay
         Case(
@@ -835,20 +869,20 @@ def _cases() -> list[Case]:
         Case(
             "fit-swept-lr-nan",
             "gd.fit",
-            "a learning-rate array containing NaN",
-            _fit(hyperparams={"learning_rate": np.array([0.1, nan])}),
+            "a learning rate of NaN",
+            _fit(hyperparams={"learning_rate": np.float32(nan)}),
             ValueError,
             r"hyperparams\['learning_rate'\] must be a finite number in \(0, inf\), "
-            r"got an array containing nan",
+            r"got nan",
         ),
         Case(
             "fit-swept-lr-negative",
             "gd.fit",
-            "a learning-rate array containing -1",
-            _fit(hyperparams={"learning_rate": np.array([0.1, -1.0])}),
+            "a learning rate of -1",
+            _fit(hyperparams={"learning_rate": -1.0}),
             ValueError,
             r"hyperparams\['learning_rate'\] must be a finite number in \(0, inf\), "
-            r"got an array containing -1\.0",
+            r"got -1\.0",
         ),
         Case(
             "set-hyperparams-lr-array",
@@ -920,7 +954,7 @@ def _cases() -> list[Case]:
             "restore-empty-folder",
             "checkpoint.restore",
             "a folder with no checkpoint",
-            lambda: checkpoint.restore(CKPT / "empty", STATE33),
+            lambda: checkpoint.restore(CKPT / "empty", RESULT33),
             CheckpointError,
             r"no checkpoint \(ckpt-\*\.npz\) in .*empty",
         ),
@@ -928,7 +962,7 @@ def _cases() -> list[Case]:
             "restore-corrupt",
             "checkpoint.restore",
             "a truncated checkpoint",
-            lambda: checkpoint.restore(CKPT / "corrupt", STATE33),
+            lambda: checkpoint.restore(CKPT / "corrupt", RESULT33),
             CorruptCheckpointError,
             r"checkpoint .*corrupt.*ckpt-000000000\.npz is unreadable: it is truncated",
         ),
@@ -938,22 +972,23 @@ def _cases() -> list[Case]:
             "a checkpoint of other shapes",
             lambda: checkpoint.restore(CKPT / "good", RESUME_PARAMS),
             CheckpointError,
-            r"does not match this run:\n  - state\.params\['w'\]: shape \(3, 3\) in "
-            r"the checkpoint, \(3, 1\) here",
+            r"state\.params\['w'\]\W+\w*\W*3, ?3\W+\w*\W*3, ?1",
+            kind="checkpoint (rewritten, re-run)",
         ),
         Case(
             "restore-like-empty",
             "checkpoint.restore",
             "like with no leaves",
             lambda: checkpoint.restore(CKPT / "good", {}),
-            ValueError,
-            r"like must be the state to restore into",
+            TypeError,
+            r"like must be a gd\.FitResult to restore into",
+            kind="checkpoint (rewritten, re-run)",
         ),
         Case(
             "save-keep-zero",
             "checkpoint.save",
             "keep=0",
-            lambda: checkpoint.save(CKPT / "x", STATE33, keep=0),
+            lambda: checkpoint.save(CKPT / "x", RESULT33, keep=0),
             ValueError,
             r"keep must be an integer >= 1, got 0",
         ),
@@ -963,13 +998,14 @@ def _cases() -> list[Case]:
             "a dict for state",
             lambda: checkpoint.save(CKPT / "x", {"w": P["w"]}),
             TypeError,
-            r"state must be a gdjax FitResult.*got dict",
+            r"must be a gd\.FitResult.*got dict",
+            kind="checkpoint (rewritten, re-run)",
         ),
         Case(
             "save-directory-int",
             "checkpoint.save",
             "directory=3",
-            lambda: checkpoint.save(3, STATE33),
+            lambda: checkpoint.save(3, RESULT33),
             TypeError,
             r"directory must be a path \(str or os.PathLike\), got int 3",
         ),
@@ -986,12 +1022,13 @@ def _cases() -> list[Case]:
             "checkpoint.fit_resumable",
             "resume= given",
             lambda: checkpoint.fit_resumable(
-                ls_loss, P, DATA, TX, directory=CKPT, key=KEY, epochs=2, resume=STATE33
+                ls_loss, P, DATA, TX, directory=CKPT, key=KEY, epochs=2, resume=RESULT33
             ),
             TypeError,
             r"fit_resumable sets resume itself",
         ),
     ]
+    cases += _new_fit_cases() + _new_sweep_cases() + _new_other_cases()
     if _sweep is not None:
         cases += [
             Case(
@@ -1063,6 +1100,511 @@ def _cases() -> list[Case]:
     return cases
 
 
+# ------------------------------------------------------------------ issue 14 rows
+
+NAN, INF = float("nan"), float("inf")
+P_NAN = {"w": np.array([0.0, NAN, 0.0, 0.0], np.float32)}
+P_EMPTY = {"w": np.zeros(4, np.float32), "b": np.zeros((3, 0), np.float32)}
+P16 = {"w": np.zeros(4, np.float16)}
+X_BIG64 = X.astype(np.float64)
+X_BIG64[3, 1] = 1e300
+Y_BIG64 = (np.arange(20) * 2**40).astype(np.int64)
+SCHEDULED = gd.sgd(optax.linear_schedule(0.1, 0.01, 10))
+WD = gd.sgd(0.1, weight_decay=1e-4)
+for _tx in (SCHEDULED, WD, MOMENTUM):
+    _tx.init(P)
+TINY_LR = gd.sgd(1e-50)
+HUGE_LR = gd.sgd(1e39)
+ALMOST_ONE = gd.sgd(0.1, momentum=1 - 1e-9)
+RAN_TWO = gd.FitResult(STATE33._replace(epoch=np.asarray(2, np.int32)))
+STACKED = gd.FitResult(jax.tree.map(lambda a: np.stack([a, a]), STATE33))
+MIXED_FRAME = None
+try:  # pandas is optional (gdjax[pandas])
+    import pandas as pd
+
+    MIXED_FRAME = pd.DataFrame({"x": np.arange(20.0), "name": ["a"] * 20})
+except ImportError:  # pragma: no cover
+    pd = None
+
+
+def _loss_round(params, batch):
+    x, y = batch
+    return jnp.mean((x @ jnp.round(params["w"]) - y) ** 2)
+
+
+def _loss_argmax(params, batch):
+    x, y = batch
+    return jnp.mean((x[:, jnp.argmax(params["w"])] - y) ** 2)
+
+
+def _loss_stop_gradient(params, batch):
+    return ls_loss(jax.lax.stop_gradient(params), batch)
+
+
+def _loss_key_typo(params, batch):
+    return ls_loss({"w": params["W"]}, batch)
+
+
+def _loss_complex(params, batch):
+    return ls_loss(params, batch).astype(jnp.complex64)
+
+
+def _generator():
+    yield X, Y
+
+
+def _in_jit():
+    return jax.jit(lambda p: gd.fit(ls_loss, p, DATA, TX, key=KEY, epochs=2).params)(P)
+
+
+def _in_vmap():
+    ws = np.zeros((2, 4), np.float32)
+    return jax.vmap(
+        lambda w: gd.fit(ls_loss, {"w": w}, DATA, TX, key=KEY, epochs=2).params["w"]
+    )(ws)
+
+
+def _key_in_jit():
+    return jax.jit(lambda k: gd.fit(ls_loss, P, DATA, TX, key=k, epochs=2).params)(KEY)
+
+
+def _new_fit_cases() -> list[Case]:
+    f = _fit
+    rows = [
+        # options ignored without their partner, or not type-checked
+        ("fit-patience-without-tol", "patience=3 without tol", f(patience=3),
+         ValueError, r"patience=3 is given without tol", PARTNER),
+        ("fit-patience-negative-no-tol", "patience=-2 without tol", f(patience=-2),
+         ValueError, r"patience=-2 is given without tol", PARTNER),
+        ("fit-guard-string", "guard='off'", f(guard="off"),
+         TypeError, r"guard must be True or False, got str 'off'", PARTNER),
+        ("fit-progress-string", "progress='yes'", f(progress="yes"),
+         TypeError, r"progress must be True or False, got str 'yes'", PARTNER),
+        ("fit-donate-string", "donate='no'", f(donate="no"),
+         TypeError, r"donate must be True or False, got str 'no'", PARTNER),
+        ("fit-raise-on-nonfinite-int", "raise_on_nonfinite=1",
+         f(raise_on_nonfinite=1),
+         TypeError, r"raise_on_nonfinite must be True or False, got int 1", PARTNER),
+        ("fit-check-finite-string", "check_finite='no'", f(check_finite="no"),
+         TypeError, r"check_finite must be True or False, got str 'no'", PARTNER),
+        ("fit-monitor-every-alone", "monitor_every=5 without monitors",
+         f(monitor_every=5),
+         ValueError, r"monitor_every=5 is given without monitors", PARTNER),
+        ("fit-tol-bool", "tol=True", f(tol=True),
+         TypeError, r"tol must be a number, got bool True", PARTNER),
+        ("fit-grad-tol-vector", "grad_tol of shape (2,)",
+         f(grad_tol=np.array([0.1, 0.2])),
+         TypeError, r"grad_tol must be a single number, got .* shape \(2,\)", PARTNER),
+        ("fit-target-loss-string", "target_loss='0.1'", f(target_loss="0.1"),
+         TypeError, r"target_loss must be a number, got str '0\.1'", PARTNER),
+        ("fit-target-loss-list", "target_loss=[0.1]", f(target_loss=[0.1]),
+         TypeError, r"target_loss must be a single number, got list", PARTNER),
+        ("fit-learning-rate-keyword", "learning_rate=0.1 given to fit",
+         f(learning_rate=0.1),
+         TypeError, r"unexpected keyword argument\(s\) \['learning_rate'\]", PARTNER),
+        ("fit-stopping-dict", "stopping={'tol': 0.1}", f(stopping={"tol": 0.1}),
+         TypeError, r"stopping must be a gd\.Stopping, got dict", PARTNER),
+        ("fit-recording-wrong-value", "recording=gd.Stopping()",
+         f(recording=gd.Stopping()),
+         TypeError, r"recording must be a gd\.Recording, got Stopping", PARTNER),
+        # values that change meaning in the run's dtype
+        ("fit-sgd-lr-underflow", "gd.sgd(1e-50): 0 in float32", f(tx=TINY_LR),
+         ValueError, r"the transform's learning_rate \(as its state stores it, in "
+         r"float32\) must be a finite number in \(0, inf\), got 0\.0", DTYPE),
+        ("fit-sgd-lr-overflow", "gd.sgd(1e39): inf in float32", f(tx=HUGE_LR),
+         ValueError, r"the transform's learning_rate .* got inf", DTYPE),
+        ("fit-sgd-momentum-rounds", "gd.sgd(0.1, momentum=1 - 1e-9): 1.0 in float32",
+         f(tx=ALMOST_ONE),
+         ValueError, r"the transform's momentum .*must be a finite number in "
+         r"\[0, 1\), got 1\.0", DTYPE),
+        ("fit-sgd-lr-underflow-float16", "gd.sgd(1e-8) for float16 params",
+         f(params=P16, tx=gd.sgd(1e-8)),
+         ValueError, r"learning_rate \(as its state stores it, in float16\).*got 0\.0",
+         DTYPE),
+        ("fit-hyperparams-lr-underflow", "hyperparams learning_rate=1e-50",
+         f(hyperparams={"learning_rate": 1e-50}),
+         ValueError, r"hyperparams\['learning_rate'\] must be in \(0, inf\) in the "
+         r"run's dtype float32, got 1e-50, which underflows to 0\.0", DTYPE),
+        ("fit-hyperparams-lr-overflow", "hyperparams learning_rate=1e39",
+         f(hyperparams={"learning_rate": 1e39}),
+         ValueError, r"hyperparams\['learning_rate'\] .* got 1e\+39, which "
+         r"overflows to inf", DTYPE),
+        ("fit-hyperparams-momentum-rounds", "hyperparams momentum=1 - 1e-9",
+         f(tx=MOMENTUM, hyperparams={"momentum": 1 - 1e-9}),
+         ValueError, r"hyperparams\['momentum'\] must be in \[0, 1\) in the run's "
+         r"dtype float32, got 0\.999999999, which rounds to 1\.0", DTYPE),
+        ("fit-hyperparams-wd-overflow", "hyperparams weight_decay=1e39",
+         f(tx=WD, hyperparams={"weight_decay": 1e39}),
+         ValueError, r"hyperparams\['weight_decay'\] .* overflows to inf", DTYPE),
+        ("fit-target-loss-overflow", "target_loss=1e39 (inf in float32)",
+         f(target_loss=1e39),
+         ValueError, r"target_loss must be finite in the run's dtype float32, got "
+         r"1e\+39", DTYPE),
+        ("fit-grad-tol-overflow", "grad_tol=1e39 (inf in float32)",
+         f(grad_tol=1e39),
+         ValueError, r"grad_tol must be finite in the run's dtype float32", DTYPE),
+        ("fit-float64-data-overflow", "float64 data of 1e300 without x64",
+         f(data=(X_BIG64, Y)),
+         ValueError, r"data\[0\] is float64 but 64-bit mode is off, so the run holds "
+         r"it as float32, where example 3 does not fit", DTYPE),
+        ("fit-int64-labels-overflow", "int64 labels past int32 without x64",
+         f(data=(X, Y_BIG64)),
+         ValueError, r"data\[1\] is int64 .* as int32, where example 1 does not fit",
+         DTYPE),
+        ("fit-nan-params", "NaN in the initial params", f(params=P_NAN),
+         ValueError, r"params\['w'\] must be finite, got NaN or inf \(first at flat "
+         r"index 1\)", DTYPE),
+        ("fit-inf-params", "inf in the initial params",
+         f(params={"w": np.array([INF, 0, 0, 0], np.float32)}),
+         ValueError, r"params\['w'\] must be finite, got NaN or inf \(first at flat "
+         r"index 0\)", DTYPE),
+        # degenerate problems
+        ("fit-zero-size-param", "a params leaf of shape (0,)",
+         f(params={"w": np.zeros(0, np.float32)}),
+         ValueError, r"params\['w'\] must have at least one element, got shape \(0,\)",
+         DEGENERATE),
+        ("fit-empty-param-among-others", "a (3, 0) leaf beside a real one",
+         f(params=P_EMPTY),
+         ValueError, r"params\['b'\] must have at least one element, got shape "
+         r"\(3, 0\)", DEGENERATE),
+        ("fit-loss-round", "a loss reading params through jnp.round",
+         f(loss=_loss_round),
+         ValueError, r"loss's gradient with respect to params is identically zero",
+         DEGENERATE),
+        ("fit-loss-argmax", "a loss reading params through argmax",
+         f(loss=_loss_argmax),
+         ValueError, r"gradient with respect to params is identically zero",
+         DEGENERATE),
+        ("fit-loss-stop-gradient", "a loss that stop_gradients its params",
+         f(loss=_loss_stop_gradient),
+         ValueError, r"gradient with respect to params is identically zero",
+         DEGENERATE),
+        ("fit-constant-loss", "a loss that ignores params", f(loss=_loss_constant),
+         ValueError, r"loss does not depend on params", DEGENERATE),
+        # checks that happened too late
+        ("fit-callback-not-callable", "callback=5", f(callback=5),
+         TypeError, r"callback must be callable as callback\(result\) -> bool, got "
+         r"int 5", LATE),
+        ("fit-callback-no-argument", "a callback taking no argument",
+         f(callback=lambda: None),
+         TypeError, r"callback must be callable as callback\(result\) -> bool \(1 "
+         r"positional argument\)", LATE),
+        ("fit-until-one-argument", "until taking one argument",
+         f(until=lambda history: False),
+         TypeError, r"until must be callable as until\(history, epoch\) -> bool \(2 "
+         r"positional arguments\)", LATE),
+        ("fit-epochs-past-int32", "epochs=2**31", f(epochs=2**31),
+         ValueError, r"epochs must be at most 2\*\*31 - 1", LATE),
+        ("fit-max-steps-past-int32", "max_steps=2**40", f(max_steps=2**40),
+         ValueError, r"max_steps must be at most 2\*\*31 - 1", LATE),
+        ("fit-steps-past-int32", "2**30 epochs of 20 steps",
+         f(epochs=2**30, regime=gd.stochastic()),
+         ValueError, r"epochs=1073741824 at 20 steps per epoch is 21474836480 steps, "
+         r"past 2\*\*31 - 1", LATE),
+        ("fit-hyperparams-unknown-momentum", "hyperparams momentum for gd.sgd(0.1)",
+         f(hyperparams={"momentum": 0.5}),
+         ValueError, r"unknown hyperparameter 'momentum'; opt_state holds "
+         r"\['learning_rate'\]", LATE),
+        ("fit-hyperparams-scheduled", "hyperparams learning_rate over a schedule",
+         f(tx=SCHEDULED, hyperparams={"learning_rate": 0.1}),
+         ValueError, r"hyperparams\['learning_rate'\] is driven by a schedule", LATE),
+        ("fit-hyperparams-vector", "hyperparams learning_rate=[0.1, 0.2] in fit",
+         f(hyperparams={"learning_rate": [0.1, 0.2]}),
+         ValueError, r"hyperparams\['learning_rate'\] must be a single number for one "
+         r"run, got shape \(2,\); .*gd\.sweep", LATE),
+        ("fit-hyperparams-not-dict", "hyperparams=0.1", f(hyperparams=0.1),
+         TypeError, r"hyperparams must be a dict \{name: value\}, got float 0\.1",
+         LATE),
+        ("fit-hyperparams-string", "hyperparams learning_rate='0.1'",
+         f(hyperparams={"learning_rate": "0.1"}),
+         TypeError, r"hyperparams\['learning_rate'\] must be a number, got str", LATE),
+        ("fit-resume-ran-out", "resume of 2 epochs with epochs=2",
+         f(params=P33, data=(X3, Y3), tx=MOMENTUM, resume=RAN_TWO),
+         ValueError, r"resume has already run 2 epochs and epochs=2 leaves none", LATE),
+        ("fit-resume-stacked", "resume with a stacked (sweep) result",
+         f(params=P33, data=(X3, Y3), tx=MOMENTUM, resume=STACKED),
+         ValueError, r"resume must be a single run's FitResult, got a stacked one",
+         LATE),
+        ("fit-resume-monitors", "resume recorded without the monitors asked",
+         f(params=P33, data=(X3, Y3), tx=MOMENTUM, resume=RESULT33,
+           monitors={"a": lambda p, d: jnp.sum(p["w"])}),
+         ValueError, r"resume records monitors \[\], but this call asks for \['a'\]",
+         LATE),
+        # messages in JAX's words
+        ("fit-in-jit", "gd.fit called inside jax.jit", _in_jit,
+         TypeError, r"gd\.fit must be called outside jax\.jit, jax\.vmap and "
+         r"jax\.grad, but params\['w'\] is a traced value", WORDS),
+        ("fit-in-vmap", "gd.fit called inside jax.vmap", _in_vmap,
+         TypeError, r"gd\.fit must be called outside jax\.jit.*params\['w'\]", WORDS),
+        ("fit-key-in-jit", "a traced key", _key_in_jit,
+         TypeError, r"gd\.fit must be called outside .*but key is a traced value",
+         WORDS),
+        ("fit-until-vector", "until returning a vector",
+         f(until=lambda h, e: h.loss > 0),
+         TypeError, r"until must return a real or boolean scalar from until\(history, "
+         r"epoch\), got shape \(2,\)", WORDS),
+        ("fit-metric-vector", "metric returning a vector",
+         f(metric=lambda p, b: b[0] @ p["w"]),
+         TypeError, r"metric must return a real or boolean scalar .*got shape \(20,\)",
+         WORDS),
+        ("fit-monitor-vector", "a monitor returning the params",
+         f(monitors={"w": lambda p, d: p["w"]}),
+         TypeError, r"monitors\['w'\] must return a real or boolean scalar .*shape "
+         r"\(4,\)", WORDS),
+        ("fit-metric-key-error", "a metric reading a missing key",
+         f(metric=lambda p, b: jnp.sum(p["v"])),
+         TypeError, r"metric\(params, batch\) fails to trace: KeyError: 'v'", WORDS),
+        ("fit-none-param", "a None leaf in params",
+         f(params={"w": P["w"], "b": None}),
+         TypeError, r"params\['b'\] must be an array, got None", WORDS),
+        ("fit-hyperparams-plain-optax", "hyperparams= with optax.sgd(0.1)",
+         f(tx=optax.sgd(0.1), hyperparams={"learning_rate": 0.1}),
+         ValueError, r"this transform holds none \(a plain optax transform", WORDS),
+        ("fit-loss-key-typo", "a loss reading params['W'] (a typo)",
+         f(loss=_loss_key_typo),
+         TypeError, r"loss\(params, batch\) fails to trace .*KeyError: 'W'", WORDS),
+        ("fit-loss-one-argument", "a loss taking params only",
+         f(loss=lambda p: jnp.sum(p["w"] ** 2)),
+         TypeError, r"loss\(params, batch\) fails to trace .*TypeError: .*positional",
+         WORDS),
+        ("fit-val-data-no-labels", "val_data=(X,) without labels",
+         f(val_data=(X,)),
+         ValueError, r"val_data does not fit loss.*ValueError: not enough values to "
+         r"unpack", WORDS),
+        ("fit-data-none-label", "data=(X, None)", f(data=(X, None)),
+         TypeError, r"data\[1\] must be an array, got None", WORDS),
+        ("fit-mixed-dataframe", "a DataFrame with a string column as x",
+         f(data=(MIXED_FRAME, Y)),
+         TypeError, r"data\[0\] must be numeric, got dtype object", WORDS),
+        # a careless user
+        ("fit-transform-factory", "transform=gd.sgd (not called)", f(tx=gd.sgd),
+         TypeError, r"transform must be an optax GradientTransformation .* \(a "
+         r"factory: call it", CARELESS),
+        ("fit-transform-optax-factory", "transform=optax.adam (not called)",
+         f(tx=optax.adam),
+         TypeError, r"got function <function adam.*\(a factory: call it", CARELESS),
+        ("fit-transform-none", "transform=None", f(tx=None),
+         TypeError, r"transform must be an optax GradientTransformation.*got NoneType",
+         CARELESS),
+        ("fit-regime-factory", "regime=gd.minibatch (not called)",
+         f(regime=gd.minibatch),
+         TypeError, r"regime must be gd\.full_batch\(\), gd\.stochastic\(\) or "
+         r"gd\.minibatch\(B\)", CARELESS),
+        ("fit-pad-plain-loss", "minibatch(8) on 20 examples with a plain loss",
+         f(regime=gd.minibatch(8)),
+         ValueError, r"last_batch='pad' needs a loss that takes per-example weights",
+         CARELESS),
+        ("fit-int-key", "key=0 (a seed)", f(key=0),
+         TypeError, r"key must be a PRNG key from jax\.random\.key\(seed\), got int 0",
+         CARELESS),
+        ("fit-key-none", "key=None", f(key=None),
+         TypeError, r"key must be a PRNG key.*got NoneType", CARELESS),
+        ("fit-epochs-none", "epochs=None", f(epochs=None),
+         TypeError, r"epochs must be an integer, got NoneType", CARELESS),
+        ("fit-epochs-bool", "epochs=True", f(epochs=True),
+         TypeError, r"epochs must be an integer, got bool True", CARELESS),
+        ("fit-epochs-string", "epochs='10'", f(epochs="10"),
+         TypeError, r"epochs must be an integer, got str '10'", CARELESS),
+        ("fit-chunk-epochs-float", "chunk_epochs=2.5", f(chunk_epochs=2.5),
+         TypeError, r"chunk_epochs must be an integer, got float 2\.5", CARELESS),
+        ("fit-data-none", "data=None", f(data=None),
+         TypeError, r"data must be an array, got None", CARELESS),
+        ("fit-data-generator", "a generator of batches as data",
+         f(data=_generator()),
+         TypeError, r"data must be a pytree of arrays .*got generator.*gd\.fit_stream",
+         CARELESS),
+        ("fit-loss-per-example-fn", "gd.losses.squared_error passed as the loss",
+         f(loss=gd.losses.squared_error),
+         ValueError, r"loss\(params, batch\) fails to trace on params \['w'\]: "
+         r"float32\[4\]", CARELESS),
+        ("fit-loss-complex", "a loss returning complex64", f(loss=_loss_complex),
+         TypeError, r"loss must return a floating-point scalar, got dtype complex64",
+         CARELESS),
+        ("fit-monitor-empty-name", "monitors={'': fn}",
+         f(monitors={"": lambda p, d: 0.0}),
+         TypeError, r"monitors keys must be non-empty strings, got ''", CARELESS),
+        ("fit-monitors-list", "monitors=[fn]", f(monitors=[lambda p, d: 0.0]),
+         TypeError, r"monitors must be a dict \{name: fn\(params, data\) -> scalar\}, "
+         r"got list", CARELESS),
+        ("fit-val-data-dict", "val_data as a dict for tuple data",
+         f(val_data={"x": X, "y": Y}),
+         TypeError, r"val_data does not fit loss", CARELESS),
+        ("fit-history-size-past-int32", "history_size=2**31", f(history_size=2**31),
+         ValueError, r"history_size must be at most 2\*\*31 - 1", CARELESS),
+    ]
+    return [
+        Case(i, "gd.fit", what, call, err, match, kind=kind)
+        for i, what, call, err, match, kind in rows
+    ]
+
+
+def _sw(**kwargs):
+    init = kwargs.pop("init", P)
+    tx = kwargs.pop("tx", MOMENTUM)
+    kwargs = {"seeds": [0, 1], "epochs": 2, **kwargs}
+    return lambda: gd.sweep(ls_loss, init, DATA, tx, **kwargs)
+
+
+def _new_sweep_cases() -> list[Case]:
+    lr = "learning_rate"
+    rows = [
+        ("sweep-duplicate-lr", "learning_rate=[0.1, 0.1]",
+         _sw(hyperparams={lr: [0.1, 0.1]}),
+         ValueError, r"hyperparams\['learning_rate'\] must be distinct, got \[0\.1\] "
+         r"more than once", DEGENERATE),
+        ("sweep-duplicate-lr-float32", "learning rates equal only in float32",
+         _sw(hyperparams={lr: [0.1, 0.1 + 1e-12]}),
+         ValueError, r"hyperparams\['learning_rate'\] must be distinct in the run's "
+         r"dtype float32", DEGENERATE),
+        ("sweep-duplicate-momentum", "momentum=[0.5, 0.5]",
+         _sw(hyperparams={"momentum": [0.5, 0.5]}),
+         ValueError, r"hyperparams\['momentum'\] must be distinct", DEGENERATE),
+        ("sweep-duplicate-zip", "grid=False with a repeated setting",
+         _sw(hyperparams={lr: [0.1, 0.1], "momentum": [0.5, 0.5]}, grid=False),
+         ValueError, r"grid=False settings must be distinct", DEGENERATE),
+        ("sweep-duplicate-outer", "outer batch_size=[4, 4]",
+         _sw(outer={"batch_size": [4, 4]}),
+         ValueError, r"outer\['batch_size'\] must be distinct", DEGENERATE),
+        ("sweep-lr-underflow", "a swept learning rate of 1e-50",
+         _sw(hyperparams={lr: [0.1, 1e-50]}),
+         ValueError, r"hyperparams\['learning_rate'\] must be in \(0, inf\) in the "
+         r"run's dtype float32, got 1e-50, which underflows to 0\.0", DTYPE),
+        ("sweep-lr-overflow", "a swept learning rate of 1e39",
+         _sw(hyperparams={lr: [0.1, 1e39]}),
+         ValueError, r"which overflows to inf in float32", DTYPE),
+        ("sweep-momentum-rounds", "a swept momentum of 1 - 1e-9",
+         _sw(hyperparams={"momentum": [0.5, 1 - 1e-9]}),
+         ValueError, r"hyperparams\['momentum'\] .* which rounds to 1\.0", DTYPE),
+        ("sweep-target-overflow", "a swept target_loss of 1e39",
+         _sw(hyperparams={"target_loss": [0.1, 1e39]}),
+         ValueError, r"hyperparams\['target_loss'\] must be finite in the run's "
+         r"dtype float32", DTYPE),
+        ("sweep-sgd-lr-underflow", "gd.sgd(1e-50) swept over momentum only",
+         _sw(tx=TINY_LR),
+         ValueError, r"the transform's learning_rate .* got 0\.0", DTYPE),
+        ("sweep-nan-shared-params", "shared params holding NaN", _sw(init=P_NAN),
+         ValueError, r"params\['w'\] must be finite", DTYPE),
+        ("sweep-seeds-int", "seeds=5", _sw(seeds=5),
+         TypeError, r"seeds must be a sequence of integers .*for n seeds pass "
+         r"range\(n\)", CARELESS),
+        ("sweep-seeds-negative", "seeds=[-1, 0]", _sw(seeds=[-1, 0]),
+         ValueError, r"seeds must be integers in \[0, 2\*\*32\), got -1", CARELESS),
+        ("sweep-seeds-float", "seeds=[0.5]", _sw(seeds=[0.5]),
+         TypeError, r"seeds must be integers, got float 0\.5", CARELESS),
+        ("sweep-seeds-too-big", "seeds=[2**32]", _sw(seeds=[2**32]),
+         ValueError, r"seeds must be integers in \[0, 2\*\*32\), got 4294967296",
+         CARELESS),
+        ("sweep-seeds-string", "seeds='01'", _sw(seeds="01"),
+         TypeError, r"seeds must be integers, got str '0'", CARELESS),
+        ("sweep-hyper-scalar", "learning_rate=0.1 (not a list)",
+         _sw(hyperparams={lr: 0.1}),
+         TypeError, r"hyperparams\['learning_rate'\] must be a sequence of numbers.*"
+         r"write \[value\]", CARELESS),
+        ("sweep-hyper-strings", "learning_rate=['0.1', '0.2']",
+         _sw(hyperparams={lr: ["0.1", "0.2"]}),
+         TypeError, r"hyperparams\['learning_rate'\] must hold numbers", CARELESS),
+        ("sweep-hyper-2d", "a 2-D array of learning rates",
+         _sw(hyperparams={lr: np.full((2, 2), 0.1)}),
+         TypeError, r"hyperparams\['learning_rate'\] must be a sequence of numbers",
+         CARELESS),
+        ("sweep-patience-without-tol", "patience swept without tol",
+         _sw(hyperparams={"patience": [1, 2]}),
+         ValueError, r"hyperparams\['patience'\] is swept but tol is off", PARTNER),
+        ("sweep-tol-twice", "tol fixed and swept",
+         _sw(tol=0.1, hyperparams={"tol": [0.1, 0.2]}),
+         ValueError, r"'tol' is both swept \(hyperparams\) and fixed", CARELESS),
+        ("sweep-max-steps-zero", "max_steps=[0, 5]",
+         _sw(hyperparams={"max_steps": [0, 5]}),
+         ValueError, r"hyperparams\['max_steps'\] must be an integer >= 1, got 0",
+         CARELESS),
+        ("sweep-max-steps-past-int32", "max_steps=[5, 2**40]",
+         _sw(hyperparams={"max_steps": [5, 2**40]}),
+         ValueError, r"hyperparams\['max_steps'\] must be at most 2\*\*31 - 1", LATE),
+        ("sweep-scheduled-lr", "a swept learning rate driven by a schedule",
+         _sw(tx=SCHEDULED, hyperparams={lr: [0.1, 0.2]}),
+         ValueError, r"hyperparams\['learning_rate'\] is driven by a schedule",
+         CARELESS),
+        ("sweep-plain-optax", "a swept learning rate with optax.sgd(0.1)",
+         _sw(tx=optax.sgd(0.1), hyperparams={lr: [0.1, 0.2]}),
+         ValueError, r"unknown hyperparameter 'learning_rate'.*holds no injected "
+         r"hyperparameters", WORDS),
+        ("sweep-devices-zero", "devices=0", _sw(devices=0),
+         ValueError, r"devices must be an integer >= 1, got 0", CARELESS),
+        ("sweep-devices-too-many", "devices=4096", _sw(devices=4096),
+         ValueError, r"devices=4096 but only \d+ device\(s\) are available", CARELESS),
+        ("sweep-devices-string", "devices='cpu'", _sw(devices="cpu"),
+         TypeError, r"devices must be a device count or a non-empty sequence of jax "
+         r"devices, got str 'cpu'", CARELESS),
+        ("sweep-outer-empty", "outer batch_size=[]", _sw(outer={"batch_size": []}),
+         ValueError, r"outer\['batch_size'\] is empty", CARELESS),
+        ("sweep-outer-not-init-keyword", "outer width with shared params",
+         _sw(outer={"width": [2, 3]}),
+         ValueError, r"outer axes \['width'\] are passed to init as keywords, so init "
+         r"must be a callable", CARELESS),
+        ("sweep-outer-both", "outer batch_size and regime",
+         _sw(outer={"batch_size": [4], "regime": [gd.full_batch()]}),
+         ValueError, r"outer may vary batch_size or regime, not both", CARELESS),
+        ("sweep-outer-also-swept", "outer learning_rate also in hyperparams",
+         _sw(outer={lr: [0.1]}, hyperparams={lr: [0.1, 0.2]}),
+         ValueError, r"outer\['learning_rate'\] is also swept inside", CARELESS),
+        ("sweep-init-int", "init returning int params",
+         _sw(init=lambda k: {"w": jnp.zeros(4, jnp.int32)}),
+         TypeError, r"init\(key\)\['w'\] must have a floating dtype", CARELESS),
+        ("sweep-init-raises", "init raising ZeroDivisionError",
+         _sw(init=lambda k: 1 / 0),
+         TypeError, r"init must be callable as init\(key\) -> params .*division by "
+         r"zero", WORDS),
+        ("sweep-init-string", "init='glorot'", _sw(init="glorot"),
+         TypeError, r"params must be an array, got str 'glorot'", CARELESS),
+        ("sweep-grid-string", "grid='no'", _sw(hyperparams={lr: [0.1]}, grid="no"),
+         TypeError, r"grid must be True or False, got str 'no'", PARTNER),
+        ("sweep-donate", "donate=True", _sw(donate=True),
+         TypeError, r"sweep\(\) does not take donate=True", CARELESS),
+        ("sweep-epochs-zero", "epochs=0", _sw(epochs=0),
+         ValueError, r"epochs must be an integer >= 1, got 0", CARELESS),
+        ("sweep-loss-round", "a loss through jnp.round",
+         lambda: gd.sweep(_loss_round, P, DATA, MOMENTUM, seeds=[0], epochs=2),
+         ValueError, r"gradient with respect to params is identically zero",
+         DEGENERATE),
+    ]
+    return [
+        Case(i, "gd.sweep", what, call, err, match, kind=kind)
+        for i, what, call, err, match, kind in rows
+    ]
+
+
+def _new_other_cases() -> list[Case]:
+    rows = [
+        ("minibatch-shuffle-string", "gd.minibatch", "shuffle='no'",
+         lambda: gd.minibatch(4, shuffle="no"),
+         TypeError, r"shuffle must be True or False, got str 'no'", PARTNER),
+        ("stochastic-replacement-string", "gd.stochastic", "replacement='yes'",
+         lambda: gd.stochastic(replacement="yes"),
+         TypeError, r"replacement must be True or False, got str 'yes'", PARTNER),
+        ("vg-none-param", "gd.value_and_grad", "a None leaf in params",
+         lambda: gd.value_and_grad(ls_loss)({"w": P["w"], "b": None}, DATA),
+         TypeError, r"params\['b'\] must be an array, got None", WORDS),
+        ("vg-loss-round", "gd.value_and_grad", "a loss through jnp.round",
+         lambda: gd.value_and_grad(_loss_round)(P, DATA),
+         ValueError, r"gradient with respect to params is identically zero",
+         DEGENERATE),
+        ("sgd-schedule-negative-linear", "gd.sgd",
+         "a linear schedule starting at -0.1",
+         lambda: gd.sgd(optax.linear_schedule(-0.1, 0.1, 10)),
+         ValueError, r"learning_rate \(its value at step 0\) must be a finite number "
+         r"in \(0, inf\), got -0\.1", LATE, SCHEDULE_PENDING),
+        ("sgd-schedule-nan-cosine", "gd.sgd", "a cosine schedule of NaN",
+         lambda: gd.sgd(optax.cosine_decay_schedule(NAN, 10)),
+         ValueError, r"learning_rate \(its value at step 0\) .* got nan", LATE,
+         SCHEDULE_PENDING),
+    ]
+    rows = [r if len(r) == 8 else (*r, None) for r in rows]
+    return [
+        Case(i, api, what, call, err, match, xfail=xfail, kind=kind)
+        for i, api, what, call, err, match, kind, xfail in rows
+    ]
+
+
 CASES = _cases()
 
 
@@ -1083,12 +1625,25 @@ def test_the_table_is_big_and_distinct():
     assert len(CASES) >= 35
 
 
+def cold() -> None:
+    """Empty JAX's compilation caches and gdjax's memo of traced checks.
+
+    A check that passes only because an earlier test compiled (and cached) the
+    small eager programs it runs would count zero compilations on a warm cache.
+    """
+    jax.clear_caches()
+    V.clear_memo()
+
+
 @pytest.mark.parametrize("case", _params())
 def test_bad_input_is_refused_before_compiling(case, compiles):
+    cold()
     with compiles() as c:
-        with pytest.raises(case.error, match=case.match):
+        with pytest.raises(case.error, match=case.match) as info:
             case.call()
     assert c.count == 0, f"{case.id}: {c.count} XLA compilations before the error"
+    # One line, naming the argument: no JAX traceback text pasted in.
+    assert "Traceback" not in str(info.value)
 
 
 # ------------------------------------------------------------------ what is accepted
