@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdjax._validate import describe
+from gdjax._validate import check_flag, describe
 
 _PERMUTATIONS = ("hash", "sort")
 _LAST_BATCH = ("pad", "drop")
@@ -111,7 +111,8 @@ def stochastic(*, replacement: bool = False, permutation: str = "hash") -> Regim
       'stochastic (with replacement)'
     """
     _check_choice(permutation, "permutation", _PERMUTATIONS)
-    return Regime("stochastic", 1, True, bool(replacement), "drop", permutation)
+    replacement = check_flag(replacement, "replacement")
+    return Regime("stochastic", 1, True, replacement, "drop", permutation)
 
 
 def minibatch(
@@ -146,9 +147,9 @@ def minibatch(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
     _check_choice(last_batch, "last_batch", _LAST_BATCH)
     _check_choice(permutation, "permutation", _PERMUTATIONS)
-    return Regime(
-        "minibatch", int(batch_size), bool(shuffle), False, last_batch, permutation
-    )
+    # A string such as "no" is truthy: refuse it rather than shuffle.
+    shuffle = check_flag(shuffle, "shuffle")
+    return Regime("minibatch", int(batch_size), shuffle, False, last_batch, permutation)
 
 
 class Plan(NamedTuple):

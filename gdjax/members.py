@@ -50,6 +50,7 @@ from jax.sharding import PartitionSpec as P
 from gdjax import _validate as V
 from gdjax import batching, loop, runs, transforms
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
+from gdjax.errors import GdjaxTypeError, GdjaxValueError
 from gdjax.loop import RunState
 from gdjax.spec import Driving, Recording, Stopping
 from gdjax.stopping import Criteria
@@ -107,43 +108,36 @@ def check_seeds(seeds: Any) -> np.ndarray:
     if isinstance(seeds, numbers.Integral) or not isinstance(
         seeds, (Sequence, np.ndarray, range)
     ):
-        raise TypeError(
+        raise GdjaxTypeError(
             "seeds must be a sequence of integers (a list, range or 1-D array), got "
             f"{V.describe(seeds)}; for n seeds pass range(n)."
         )
     arr = np.asarray(list(seeds) if not isinstance(seeds, np.ndarray) else seeds)
     if arr.ndim != 1:
-        raise ValueError(f"seeds must be one-dimensional, got shape {arr.shape}.")
+        raise GdjaxValueError(f"seeds must be one-dimensional, got shape {arr.shape}.")
     if arr.size == 0:
-        raise ValueError("seeds is empty: the sweep has no members.")
+        raise GdjaxValueError("seeds is empty: the sweep has no members.")
     for s in arr.tolist():
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"seeds must be integers, got {V.describe(s)}.")
+            raise GdjaxTypeError(f"seeds must be integers, got {V.describe(s)}.")
         if not 0 <= s < _SEED_LIMIT:
-            raise ValueError(f"seeds must be integers in [0, 2**32), got {s}.")
-    _check_distinct(arr, "seeds", "a repeated seed is a repeated member")
+            raise GdjaxValueError(f"seeds must be integers in [0, 2**32), got {s}.")
+    V.check_distinct(arr, "seeds", "a repeated seed is a repeated member")
     return arr.astype(np.uint32)
-
-
-def _check_distinct(arr: np.ndarray, name: str, why: str) -> None:
-    values, counts = np.unique(arr, return_counts=True)
-    if np.any(counts > 1):
-        dup = values[counts > 1].tolist()
-        raise ValueError(f"{name} must be distinct, got {dup} more than once ({why}).")
 
 
 def check_sequence(values: Any, name: str) -> np.ndarray:
     """A non-empty 1-D sequence of numbers as an array."""
     if isinstance(values, (str, bytes, Mapping)) or np.ndim(values) != 1:
-        raise TypeError(
+        raise GdjaxTypeError(
             f"{name} must be a sequence of numbers (a list or 1-D array), got "
             f"{V.describe(values)}; for a single value write [value]."
         )
     arr = np.asarray(values)
     if arr.size == 0:
-        raise ValueError(f"{name} is empty: the sweep has no members.")
+        raise GdjaxValueError(f"{name} is empty: the sweep has no members.")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
-        raise TypeError(f"{name} must hold numbers, got {V.describe(values)}.")
+        raise GdjaxTypeError(f"{name} must hold numbers, got {V.describe(values)}.")
     return arr
 
 
@@ -152,12 +146,12 @@ def check_mapping(value: Any, name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError(
+        raise GdjaxTypeError(
             f"{name} must be a dict of name -> values, got {V.describe(value)}."
         )
     for key in value:
         if not isinstance(key, str):
-            raise TypeError(f"{name} keys must be strings, got {key!r}.")
+            raise GdjaxTypeError(f"{name} keys must be strings, got {key!r}.")
     return dict(value)
 
 
@@ -173,7 +167,7 @@ class Axes(NamedTuple):
 def sweep_axes(hyperparams: Any, grid: Any) -> Axes:
     """The settings of ``hyperparams``: their product (grid) or their zip."""
     if not isinstance(grid, (bool, np.bool_)):
-        raise TypeError(f"grid must be True or False, got {V.describe(grid)}.")
+        raise GdjaxTypeError(f"grid must be True or False, got {V.describe(grid)}.")
     lists = {
         name: check_sequence(values, f"hyperparams[{name!r}]")
         for name, values in check_mapping(hyperparams, "hyperparams").items()
@@ -183,8 +177,10 @@ def sweep_axes(hyperparams: Any, grid: Any) -> Axes:
         return Axes((), (), {}, 1)
     if grid:
         for name, values in lists.items():
-            _check_distinct(
-                values, f"hyperparams[{name!r}]", "a repeated value is a repeated member"
+            V.check_distinct(
+                values,
+                f"hyperparams[{name!r}]",
+                "a repeated value is a repeated member",
             )
         mesh = np.meshgrid(*(np.arange(len(v)) for v in lists.values()), indexing="ij")
         flat = {n: lists[n][m.ravel()] for n, m in zip(names, mesh, strict=True)}
@@ -192,57 +188,45 @@ def sweep_axes(hyperparams: Any, grid: Any) -> Axes:
         return Axes(names, coords, flat, int(np.prod([len(v) for v in lists.values()])))
     lengths = {n: len(v) for n, v in lists.items()}
     if len(set(lengths.values())) != 1:
-        raise ValueError(
+        raise GdjaxValueError(
             "grid=False zips the hyperparameter lists, so they must have equal "
             f"lengths, got {lengths}; use grid=True for their product."
         )
     k = next(iter(lengths.values()))
     settings = tuple(tuple((n, freeze(lists[n][i])) for n in names) for i in range(k))
     if len(set(settings)) != k:
-        raise ValueError(
+        raise GdjaxValueError(
             "grid=False settings must be distinct (a repeated setting is a repeated "
             "member)."
         )
     return Axes(names, (("setting", settings),), lists, k)
 
 
-def _check_values(name: str, values: np.ndarray, dtype: Any) -> None:
+def _check_values(name: str, values: np.ndarray, dtype: Any, grid: bool) -> None:
+    """Swept values in range, and distinct, in the ``dtype`` the run holds them in."""
     where = f"hyperparams[{name!r}]"
     if name in ("max_steps", "patience"):
         for v in values.tolist():
-            V.check_int(v, where, minimum=1)
+            V.check_count(v, where)
         return
     if name in ("tol", "grad_tol"):
         V.check_nonnegative(values, where)
     elif name in CRITERIA:
         V.check_real(values, where)
     else:
-        del dtype
-        transforms.check_hyperparams({name: values})
+        V.check_hyperparams({name: values}, dtypes={name: dtype})
+    if name in CRITERIA:
+        V.check_in_dtype(values, where, dtype)
+    if grid:
+        V.check_distinct(values, where, "a repeated value is a repeated member", dtype)
 
 
 def check_devices(devices: Any) -> list | None:
     """The devices to shard members over (None: one device)."""
-    available = jax.devices()
     if devices is None:
+        available = jax.devices()
         return available if len(available) > 1 else None
-    if isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
-        k = V.check_int(devices, "devices", minimum=1)
-        if k > len(available):
-            raise ValueError(
-                f"devices={k} but only {len(available)} device(s) are available."
-            )
-        return available[:k]
-    if (
-        isinstance(devices, Sequence)
-        and devices
-        and all(isinstance(d, jax.Device) for d in devices)
-    ):
-        return list(devices)
-    raise TypeError(
-        "devices must be a device count or a non-empty sequence of jax devices, got "
-        f"{V.describe(devices)}."
-    )
+    return V.check_devices(devices)
 
 
 def abstract_params(init: Any) -> Params:
@@ -251,7 +235,7 @@ def abstract_params(init: Any) -> Params:
         try:
             return jax.eval_shape(init, jax.eval_shape(jax.random.key, 0))
         except Exception as e:  # noqa: BLE001 - reworded, JAX's message chained
-            raise TypeError(
+            raise GdjaxTypeError(
                 "init must be callable as init(key) -> params (or be a params "
                 f"pytree shared by every member); calling it on a key failed: {e}"
             ) from e
@@ -286,13 +270,11 @@ def broadcast(tree: Any, m: int) -> Any:
 
 def _sweepable(transform: Any, params: Params, axes: Axes, stopping: Stopping):
     """The injected hyperparameters (abstract) after checking the swept names."""
-    state = jax.eval_shape(transform.init, params)
-    settable, scheduled = transforms.hyperparam_names(state)
-    injected = transforms.get_hyperparams(state) if settable else {}
+    settable, scheduled, injected = runs.check_transform_values(transform, params)
     available = list(settable) + list(CRITERIA)
     for name in axes.names:
         if name in scheduled:
-            raise ValueError(
+            raise GdjaxValueError(
                 f"hyperparams[{name!r}] is driven by a schedule in the transform; "
                 f"sweeping it would have no effect. Sweepable: {available}."
             )
@@ -303,17 +285,17 @@ def _sweepable(transform: Any, params: Params, axes: Axes, stopping: Stopping):
                 else " (the transform holds no injected hyperparameters: build it "
                 "with gd.sgd or optax.inject_hyperparams to sweep them)"
             )
-            raise ValueError(
+            raise GdjaxValueError(
                 f"unknown hyperparameter {name!r}; sweepable names are "
                 f"{available}{hint}."
             )
         if name in CRITERIA and getattr(stopping, name) is not None:
-            raise ValueError(
+            raise GdjaxValueError(
                 f"{name!r} is both swept (hyperparams) and fixed (keyword argument); "
                 "give it once."
             )
     if "patience" in axes.names and "tol" not in axes.names and stopping.tol is None:
-        raise ValueError(
+        raise GdjaxValueError(
             "hyperparams['patience'] is swept but tol is off; patience counts "
             "epochs without relative improvement above tol, so pass tol=... too."
         )
@@ -342,6 +324,9 @@ def plan_members(
     V.check_params(abstract, "params" if not callable(init) else "init(key)")
     injected = _sweepable(transform, abstract, axes, stopping)
     swept_criteria = [n for n in axes.names if n in CRITERIA]
+    for name in ("max_steps", "patience"):
+        if name in axes.names:  # before they build member 0's Stopping
+            _check_values(name, axes.flat[name], None, grid=False)
     # Member 0's values switch each swept criterion on in the program.
     first = {n: axes.flat[n][0].item() for n in swept_criteria}
     if "patience" in first and stopping.tol is None and "tol" not in first:
@@ -361,10 +346,17 @@ def plan_members(
         abstract=True,
     )
     for name in axes.names:
-        dtype = getattr(run.inputs.criteria, name).dtype if name in CRITERIA else (
-            injected[name].dtype
+        dtype = (
+            getattr(run.inputs.criteria, name).dtype
+            if name in CRITERIA
+            else (injected[name].dtype)
         )
-        _check_values(name, axes.flat[name], dtype)
+        _check_values(
+            name,
+            axes.flat[name],
+            dtype,
+            grid=axes.coords[0][0] != "setting",
+        )
     m = len(seeds) * axes.count
     if devices is None:
         mesh, m_pad = None, m
@@ -499,7 +491,7 @@ def reshape(state: RunState, shape: tuple[int, ...]) -> RunState:
 
 def _check_outer_init(init: Any, init_names: list[str]) -> None:
     if not callable(init):
-        raise ValueError(
+        raise GdjaxValueError(
             f"outer axes {init_names} are passed to init as keywords, so init "
             "must be a callable init(key, **kw)."
         )
@@ -516,7 +508,7 @@ def _check_outer_init(init: Any, init_names: list[str]) -> None:
     ][1:]
     for n in init_names:
         if n not in known:
-            raise ValueError(
+            raise GdjaxValueError(
                 f"unknown outer axis {n!r}: it is not batch_size, regime or "
                 f"a keyword of init (which takes {known})."
             )
@@ -528,14 +520,16 @@ def _point_regime(base: batching.Regime, values: dict[str, Any], regime: Any):
     if "batch_size" not in values:
         return regime
     if base.kind == "stochastic":
-        raise ValueError(
+        raise GdjaxValueError(
             "outer batch_size needs regime=None, gd.full_batch() or "
             f"gd.minibatch(...), got {base.describe()}."
         )
     b = values["batch_size"]
     if base.kind == "minibatch":
         return batching.minibatch(
-            b, shuffle=base.shuffle, last_batch=base.last_batch,
+            b,
+            shuffle=base.shuffle,
+            last_batch=base.last_batch,
             permutation=base.permutation,
         )
     return batching.minibatch(b)
@@ -551,23 +545,35 @@ def outer_points(
     lists = {}
     for name, values in outer.items():
         if name == "seed" or name in axes.names:
-            raise ValueError(
+            raise GdjaxValueError(
                 f"outer[{name!r}] is also swept inside (seed or hyperparams); "
                 "give it once."
             )
         if isinstance(values, (str, bytes, Mapping)) or not isinstance(
             values, (Sequence, np.ndarray, range)
         ):
-            raise TypeError(
+            raise GdjaxTypeError(
                 f"outer[{name!r}] must be a sequence of values, got "
                 f"{V.describe(values)}."
             )
         values = list(values)
         if not values:
-            raise ValueError(f"outer[{name!r}] is empty: the sweep has no members.")
+            raise GdjaxValueError(
+                f"outer[{name!r}] is empty: the sweep has no members."
+            )
+        frozen = [freeze(v) for v in values]
+        try:
+            repeated = len(set(frozen)) != len(frozen)
+        except TypeError:  # unhashable values (regimes are hashable)
+            repeated = False
+        if repeated:
+            raise GdjaxValueError(
+                f"outer[{name!r}] must be distinct, got {values} (a repeated value "
+                "is a repeated run)."
+            )
         lists[name] = values
     if "batch_size" in lists and "regime" in lists:
-        raise ValueError("outer may vary batch_size or regime, not both.")
+        raise GdjaxValueError("outer may vary batch_size or regime, not both.")
     init_names = [n for n in lists if n not in ("batch_size", "regime")]
     if init_names:
         _check_outer_init(init, init_names)

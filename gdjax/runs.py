@@ -20,7 +20,7 @@ Every entry point that trains goes through here:
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -33,12 +33,12 @@ import optax
 from gdjax import _validate as V
 from gdjax import batching, loop, spec
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
-from gdjax.errors import NonFiniteError
+from gdjax.errors import GdjaxTypeError, GdjaxValueError, NonFiniteError
 from gdjax.loop import Inputs, Program, RunState
 from gdjax.results import FitResult, describe_stop
 from gdjax.spec import Driving, Recording, Stopping
 from gdjax.stopping import Status
-from gdjax.transforms import check_hyperparams, get_hyperparams, set_hyperparams
+from gdjax.transforms import get_hyperparams, hyperparam_names, set_hyperparams
 
 FAST_STEP = 65_536
 """Steps of at most this many batch x parameter products are checked per epoch."""
@@ -57,13 +57,72 @@ class Run(NamedTuple):
 
 def check_transform(transform: Any) -> None:
     """An optax ``GradientTransformation`` (``init`` and ``update``)."""
-    if not (callable(getattr(transform, "init", None)) and callable(
-        getattr(transform, "update", None)
-    )):
-        raise TypeError(
-            "transform must be an optax GradientTransformation (gd.sgd(...), "
-            f"optax.chain(...)), got {V.describe(transform)}."
+    if not (
+        callable(getattr(transform, "init", None))
+        and callable(getattr(transform, "update", None))
+    ):
+        hint = (
+            " (a factory: call it, e.g. gd.sgd(0.1))"
+            if callable(transform) and not hasattr(transform, "init")
+            else ""
         )
+        raise GdjaxTypeError(
+            "transform must be an optax GradientTransformation (gd.sgd(...), "
+            f"optax.chain(...)), got {V.describe(transform)}{hint}."
+        )
+
+
+def check_transform_values(transform: Any, params: Params) -> tuple[list, list, dict]:
+    """``(settable, scheduled, stored)``: the transform's injected hyperparameters.
+
+    Read from ``transform.init`` traced abstractly (nothing compiles); each
+    number the transform holds is range-checked as its state stores it, in the
+    run's dtype (``gd.sgd(1e-50)`` is a learning rate of 0 in float32).
+    """
+    with np.errstate(over="ignore", under="ignore"):  # a cast the check reports
+        state = V.abstract_values(transform.init, params)
+    settable, scheduled = hyperparam_names(state)
+    stored = get_hyperparams(state) if settable or scheduled else {}
+    for name in settable:
+        value = stored[name]
+        if isinstance(value, np.ndarray):
+            V.check_range(
+                value,
+                f"the transform's {name}",
+                key=name,
+                what=f" (as its state stores it, in {value.dtype})",
+            )
+    return settable, scheduled, stored
+
+
+def check_fit_hyperparams(hyperparams: Any, transform: Any, params: Params) -> None:
+    """``fit(hyperparams=...)``: known, settable names; one number each, in range
+    in the dtype the optimizer state holds it in."""
+    settable, scheduled, stored = check_transform_values(transform, params)
+    if hyperparams is None:
+        return
+    values = V.check_hyperparams(hyperparams, scalar=True)
+    for name in values:
+        if name in scheduled:
+            raise GdjaxValueError(
+                f"hyperparams[{name!r}] is driven by a schedule in the transform; "
+                f"setting it would have no effect. Settable: {settable}."
+            )
+        if name in settable:
+            continue
+        if not settable:
+            raise GdjaxValueError(
+                f"hyperparams={sorted(values)} sets a transform's injected "
+                "hyperparameters, but this transform holds none (a plain optax "
+                "transform such as optax.sgd(0.1)?): build it with gd.sgd(...) or "
+                "optax.inject_hyperparams(optax.sgd)(learning_rate=...)."
+            )
+        raise GdjaxValueError(
+            f"unknown hyperparameter {name!r}; opt_state holds {settable}."
+        )
+    V.check_hyperparams(
+        values, dtypes={n: np.dtype(stored[n].dtype) for n in values}, scalar=True
+    )
 
 
 def step_size(params: Params, plan: batching.Plan) -> int:
@@ -90,13 +149,13 @@ def abstract_batch(data: Batch, b: int) -> Batch:
 def _plan(regime: batching.Regime, n: int, loss: LossFn) -> batching.Plan:
     plan = batching.plan(regime, n)
     if plan.steps < 1:
-        raise ValueError(
+        raise GdjaxValueError(
             f"regime {regime.describe()} leaves zero steps per epoch for n={n} "
             "examples; use a smaller batch_size."
         )
     if plan.masked and not getattr(loss, "accepts_weights", False):
         short = n - (plan.steps - 1) * plan.batch_size
-        raise ValueError(
+        raise GdjaxValueError(
             f"last_batch='pad' needs a loss that takes per-example weights: "
             f"{regime.describe()} on n={n} examples leaves a last batch of {short}, "
             "and padding it would change a loss that is not a mean of per-example "
@@ -107,15 +166,14 @@ def _plan(regime: batching.Regime, n: int, loss: LossFn) -> batching.Plan:
     return plan
 
 
-def _loss_dtype(loss: LossFn, params: Params, batch: Batch) -> np.dtype:
-    def check() -> np.dtype:
-        V.check_loss(
+def _trace_loss(loss: LossFn, params: Params, batch: Batch) -> V.LossTrace:
+    def check() -> V.LossTrace:
+        return V.trace_loss(
             loss,
             params,
             batch,
             aux_hint="fit needs the value alone: pass lambda p, b: loss(p, b)[0]",
         )
-        return np.dtype(jax.eval_shape(loss, params, batch).dtype)
 
     # Traced checks depend only on the functions and the signatures: once each.
     return V.memo(("fit-loss", loss, V.signature(params, batch)), check)
@@ -124,12 +182,12 @@ def _loss_dtype(loss: LossFn, params: Params, batch: Batch) -> np.dtype:
 def _check_val_data(loss: LossFn, params: Params, val_data: Batch, data: Batch):
     try:
         jax.eval_shape(loss, params, val_data)
-    except (TypeError, ValueError) as e:
-        kind = TypeError if isinstance(e, TypeError) else ValueError
+    except Exception as e:  # noqa: BLE001 - reworded, JAX's error chained
+        kind = GdjaxValueError if isinstance(e, ValueError) else GdjaxTypeError
         raise kind(
             f"val_data does not fit loss: loss(params, val_data) fails on "
             f"val_data {V.shapes(val_data)} (data is {V.shapes(data)}): "
-            f"{str(e).splitlines()[0]}"
+            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
         ) from e
 
 
@@ -141,6 +199,91 @@ def _check_update(transform, params: Params, opt_state: PyTree) -> None:
         return True
 
     V.memo(("update", transform.update, V.signature(params, opt_state)), check)
+
+
+def _check_data_and_loss(
+    loss, params, data, val_data, regime, epochs, stopping, driving
+) -> tuple[Batch, Batch | None, batching.Plan, V.LossTrace]:
+    """Data, the batching plan and the traced loss."""
+    n = V.check_data(data, "data", check_finite=driving.check_finite)
+    plan = _plan(regime, n, loss)
+    if stopping.max_steps is None and epochs * plan.steps > V.INT32_MAX:
+        raise GdjaxValueError(
+            f"epochs={epochs} at {plan.steps} steps per epoch is "
+            f"{epochs * plan.steps} steps, past 2**31 - 1 (the run counts steps in "
+            "int32); lower epochs or pass max_steps."
+        )
+    trace = _trace_loss(loss, params, abstract_batch(data, plan.batch_size))
+    V.warn_ignored_batch(trace)
+    if val_data is not None:
+        V.check_data(val_data, "val_data", check_finite=driving.check_finite)
+        _check_val_data(loss, params, val_data, data)
+    if hasattr(loss, "check_data"):
+        loss.check_data(params, data)
+        if val_data is not None:
+            loss.check_data(params, val_data)
+    return data, val_data, plan, trace
+
+
+def check_recording(
+    stopping: Stopping,
+    recording: Recording,
+    params: Params,
+    data: Batch,
+    val_data: Batch | None,
+    dtype: Any,
+    epochs: int,
+) -> None:
+    """``metric``, ``monitors`` and ``until`` trace to scalars; thresholds are
+    finite in the run's ``dtype`` (all abstract: nothing compiles)."""
+    for name in ("target_loss", "grad_tol", "tol"):
+        value = getattr(stopping, name)
+        if value is not None:
+            V.check_in_dtype(value, name, dtype)
+    checks = [
+        (
+            "metric",
+            recording.metric,
+            "metric(params, batch)",
+            (params, data if val_data is None else val_data),
+        ),
+    ]
+    checks += [
+        (f"monitors[{n!r}]", fn, f"monitors[{n!r}](params, data)", (params, data))
+        for n, fn in recording.monitors
+    ]
+    if stopping.until is not None:
+        names = tuple(n for n, _ in recording.monitors)
+        history = loop.initial_state(rows(epochs, recording), names, None, None, dtype)
+        epoch = jax.ShapeDtypeStruct((), np.int32)
+        checks.append(
+            ("until", stopping.until, "until(history, epoch)", (history.history, epoch))
+        )
+    for name, fn, call, args in checks:
+        if fn is not None:
+            V.memo(
+                ("scalar-fn", fn, V.signature(*args)),
+                functools.partial(V.check_scalar_fn, fn, args, name, call),
+            )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _gradient_is_zero(loss_static, b: int, loss_leaves, params, data) -> jax.Array:
+    loss = loop.join_callable(loss_static, loss_leaves)
+    batch = jax.tree.map(lambda a: a[:b], data)
+    grads = jax.tree.leaves(jax.grad(loss)(params, batch))
+    return jnp.all(jnp.stack([jnp.all(g == 0) for g in grads]))
+
+
+def warn_if_stuck(run: Run, params: Params) -> None:
+    """Warn (:class:`~gdjax.errors.ZeroGradientWarning`) when the gradient on the
+    first batch is exactly zero in every parameter: one small program, cached
+    by the loss and shapes."""
+    program, _, inputs, _ = run
+    zero = _gradient_is_zero(
+        program.loss, program.plan.batch_size, inputs.loss_leaves, params, inputs.data
+    )
+    V.warn_zero_gradient(bool(zero))
 
 
 def make_program(
@@ -206,23 +349,19 @@ def prepare(
     ``params`` may be ``ShapeDtypeStruct``s and no state is built.
     """
     regime = batching.full_batch() if regime is None else regime
-    key = V.check_key(key)
-    epochs = spec._count(epochs, "epochs")
-    V.check_params(params)
+    data = V.as_arrays(data, "data")
+    val_data = None if val_data is None else V.as_arrays(val_data, "val_data")
+    V.check_not_traced("gd.fit", params=params, data=data, val_data=val_data, key=key)
+    V.check_key(key, wrap=False)
+    epochs = V.check_count(epochs, "epochs")
+    V.check_params(params, finite=driving.check_finite)
     check_transform(transform)
-    n = V.check_data(data, "data", check_finite=driving.check_finite)
-    plan = _plan(regime, n, loss)
-    batch = abstract_batch(data, plan.batch_size)
-    dtype = _loss_dtype(loss, params, batch)
-    if val_data is not None:
-        V.check_data(val_data, "val_data", check_finite=driving.check_finite)
-        _check_val_data(loss, params, val_data, data)
-    if hasattr(loss, "check_data"):
-        loss.check_data(params, data)
-        if val_data is not None:
-            loss.check_data(params, val_data)
-    if hyperparams:
-        check_hyperparams(hyperparams)
+    data, val_data, plan, trace = _check_data_and_loss(
+        loss, params, data, val_data, regime, epochs, stopping, driving
+    )
+    dtype = trace.dtype
+    check_recording(stopping, recording, params, data, val_data, dtype, epochs)
+    check_fit_hyperparams(hyperparams, transform, params)
     program, loss_leaves = make_program(
         loss,
         params,
@@ -237,7 +376,7 @@ def prepare(
     inputs = Inputs(
         data=jax.device_put(data),
         val_data=None if val_data is None else jax.device_put(val_data),
-        key=key,
+        key=key if abstract else V.check_key(key),
         criteria=stopping.criteria(dtype),
         loss_leaves=loss_leaves,
     )
@@ -248,7 +387,10 @@ def prepare(
         transform, params, epochs, recording, dtype, hyperparams, resume
     )
     _check_update(transform, params, state.opt_state)
-    return Run(program, state, inputs, dtype)
+    run = Run(program, state, inputs, dtype)
+    if resume is None:
+        warn_if_stuck(run, params)
+    return run
 
 
 def _start_state(
@@ -262,7 +404,9 @@ def _start_state(
     else:
         state = resume_state(resume, transform, params, epochs, recording)
     if hyperparams:
-        state = state._replace(opt_state=set_hyperparams(state.opt_state, **hyperparams))
+        state = state._replace(
+            opt_state=set_hyperparams(state.opt_state, **hyperparams)
+        )
     return state
 
 
@@ -280,23 +424,25 @@ def resume_state(
     has another structure is refused with the difference.
     """
     if not isinstance(resume, FitResult):
-        raise TypeError(f"resume must be a gd.FitResult, got {V.describe(resume)}.")
+        raise GdjaxTypeError(
+            f"resume must be a gd.FitResult, got {V.describe(resume)}."
+        )
     old = resume.state
     if np.ndim(old.status) != 0:
-        raise ValueError(
+        raise GdjaxValueError(
             "resume must be a single run's FitResult, got a stacked one of shape "
             f"{np.shape(old.status)}; take a member first (sweep.member(...))."
         )
     V.check_same_structure(params, old.params, "params", "resume.params", dtypes=True)
     ran = int(old.epoch)
     if ran >= epochs:
-        raise ValueError(
+        raise GdjaxValueError(
             f"resume has already run {ran} epochs and epochs={epochs} leaves none to "
             f"run; pass the new total budget, e.g. epochs={ran + epochs}."
         )
     names = sorted(name for name, _ in recording.monitors)
     if sorted(old.history.monitors) != names:
-        raise ValueError(
+        raise GdjaxValueError(
             f"resume records monitors {sorted(old.history.monitors)}, but this "
             f"call asks for {names}."
         )
@@ -307,7 +453,9 @@ def resume_state(
     opt_state = old.opt_state
     if get_hyperparams_names(fresh):
         # The new transform's numbers (cheap: init is zeros and constants).
-        opt_state = set_hyperparams(opt_state, **get_hyperparams(transform.init(params)))
+        opt_state = set_hyperparams(
+            opt_state, **get_hyperparams(transform.init(params))
+        )
     history = _relayout(jax.device_get(old.history), epochs, recording)
     return old._replace(
         opt_state=opt_state,

@@ -35,27 +35,10 @@ from typing import Any
 import numpy as np
 
 from gdjax import _validate as V
+from gdjax.errors import GdjaxTypeError, GdjaxValueError
 from gdjax.stopping import Criteria, make_criteria
 
-_INT32_MAX = 2**31 - 1
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {V.describe(value)}.")
-    return bool(value)
-
-
-def _callable(value: Any, name: str) -> None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable, got {V.describe(value)}.")
-
-
-def _count(value: Any, name: str, *, minimum: int = 1) -> int:
-    value = V.check_int(value, name, minimum=minimum)
-    if value > _INT32_MAX:
-        raise ValueError(f"{name} must be at most 2**31 - 1 (int32), got {value}.")
-    return value
+_flag = V.check_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,24 +68,24 @@ class Stopping:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.max_steps is not None:
-            set_(self, "max_steps", _count(self.max_steps, "max_steps"))
+            set_(self, "max_steps", V.check_count(self.max_steps, "max_steps"))
         if self.target_loss is not None:
-            set_(self, "target_loss", float(V.check_real(self.target_loss, "target_loss")))
+            set_(self, "target_loss", V.check_scalar(self.target_loss, "target_loss"))
         for name in ("grad_tol", "tol"):
             value = getattr(self, name)
             if value is not None:
-                set_(self, name, float(V.check_nonnegative(value, name)))
+                set_(self, name, V.check_scalar(value, name, low=0.0))
         if self.patience is not None:
             if self.tol is None:
-                raise ValueError(
+                raise GdjaxValueError(
                     f"patience={self.patience!r} is given without tol; patience "
                     "counts epochs without relative improvement above tol: pass "
                     "tol=... too (or drop patience)."
                 )
-            set_(self, "patience", _count(self.patience, "patience"))
+            set_(self, "patience", V.check_count(self.patience, "patience"))
         elif self.tol is not None:
             set_(self, "patience", 5)
-        _callable(self.until, "until")
+        V.check_callable(self.until, "until", "until(history, epoch) -> bool", 2)
         set_(self, "guard", _flag(self.guard, "guard"))
 
     def criteria(self, dtype: Any) -> Criteria:
@@ -138,28 +121,36 @@ class Recording:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        _callable(self.metric, "metric")
+        V.check_callable(self.metric, "metric", "metric(params, batch) -> scalar", 2)
         monitors = self.monitors
         if monitors is None:
             monitors = ()
         if isinstance(monitors, Mapping):
             monitors = tuple(sorted(monitors.items()))
         elif not isinstance(monitors, tuple):
-            raise TypeError(
+            raise GdjaxTypeError(
                 "monitors must be a dict {name: fn(params, data) -> scalar}, got "
                 f"{V.describe(monitors)}."
             )
         for name, fn in monitors:
             if not isinstance(name, str) or not name:
-                raise TypeError(
+                raise GdjaxTypeError(
                     f"monitors keys must be non-empty strings, got {name!r}."
                 )
-            _callable(fn, f"monitors[{name!r}]")
             if fn is None:
-                raise TypeError(f"monitors[{name!r}] must be callable, got None.")
+                raise GdjaxTypeError(f"monitors[{name!r}] must be callable, got None.")
+            V.check_callable(
+                fn, f"monitors[{name!r}]", "fn(params, data) -> scalar", 2
+            )
         set_(self, "monitors", monitors)
-        set_(self, "monitor_every", _count(self.monitor_every, "monitor_every"))
-        set_(self, "history_size", _count(self.history_size, "history_size"))
+        set_(self, "monitor_every", V.check_count(self.monitor_every, "monitor_every"))
+        if self.monitor_every != 1 and not monitors:
+            raise GdjaxValueError(
+                f"monitor_every={self.monitor_every} is given without monitors, so "
+                "it would be ignored; pass monitors={name: fn(params, data)} too "
+                "(or drop monitor_every)."
+            )
+        set_(self, "history_size", V.check_count(self.history_size, "history_size"))
 
     def stride(self, epochs: int) -> int:
         """Epochs per history row for a budget of ``epochs``."""
@@ -194,8 +185,8 @@ class Driving:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.chunk_epochs is not None:
-            set_(self, "chunk_epochs", _count(self.chunk_epochs, "chunk_epochs"))
-        _callable(self.callback, "callback")
+            set_(self, "chunk_epochs", V.check_count(self.chunk_epochs, "chunk_epochs"))
+        V.check_callable(self.callback, "callback", "callback(result) -> bool", 1)
         for name in ("progress", "donate", "raise_on_nonfinite", "check_finite"):
             set_(self, name, _flag(getattr(self, name), name))
 
@@ -238,7 +229,7 @@ def from_options(
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
-        raise TypeError(
+        raise GdjaxTypeError(
             f"unexpected keyword argument(s) {unknown}; the run options are "
             f"{sorted(OPTION_NAMES)}."
         )
@@ -246,7 +237,7 @@ def from_options(
     for cls, base in zip(SPECS, (stopping, recording, driving), strict=True):
         name = cls.__name__.lower()
         if base is not None and not isinstance(base, cls):
-            raise TypeError(
+            raise GdjaxTypeError(
                 f"{name} must be a gd.{cls.__name__}, got {V.describe(base)}."
             )
         mine = {k: v for k, v in options.items() if OPTION_NAMES[k] is cls}
@@ -264,4 +255,10 @@ def is_integral(value: Any) -> bool:
     )
 
 
-__all__ = ["OPTION_NAMES", "Driving", "Recording", "Stopping", "from_options"]
+__all__ = [
+    "OPTION_NAMES",
+    "Driving",
+    "Recording",
+    "Stopping",
+    "from_options",
+]
