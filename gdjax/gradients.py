@@ -19,7 +19,7 @@ The contract, before any code:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -27,10 +27,7 @@ import numpy as np
 import optax
 
 from gdjax import _validate
-from gdjax._typing import Batch, Params, PyTree
-
-_MAX_SIGNATURES = 256
-"""Validated input signatures remembered per function before the memory resets."""
+from gdjax._typing import Batch, Params
 
 
 class GradResult(NamedTuple):
@@ -49,14 +46,6 @@ class GradResult(NamedTuple):
     aux: Any = None
 
 
-def _signature(tree: PyTree) -> Hashable:
-    """Tree structure plus each leaf's shape and dtype: what a trace depends on."""
-    leaves, treedef = jax.tree.flatten(tree)
-    return treedef, tuple(
-        (np.shape(leaf), str(getattr(leaf, "dtype", type(leaf)))) for leaf in leaves
-    )
-
-
 def _build(loss: Callable[..., Any], has_aux: bool) -> Callable[..., GradResult]:
     grad_fn = jax.value_and_grad(loss, has_aux=has_aux)
 
@@ -68,18 +57,20 @@ def _build(loss: Callable[..., Any], has_aux: bool) -> Callable[..., GradResult]
         return GradResult(value, grads, optax.tree.norm(grads), aux)
 
     compiled = jax.jit(compute)
-    validated: set[Hashable] = set()
+
+    def check(params: Params, batch: Batch, args: tuple) -> bool:
+        _validate.check_params(params)
+        _validate.check_loss(
+            lambda p, b: loss(p, b, *args), params, batch, has_aux=has_aux
+        )
+        return True
 
     def fn(params: Params, batch: Batch, *args: Any) -> GradResult:
-        key = (_signature(params), _signature(batch), _signature(args))
-        if key not in validated:
-            _validate.check_params(params)
-            _validate.check_loss(
-                lambda p, b: loss(p, b, *args), params, batch, has_aux=has_aux
-            )
-            if len(validated) >= _MAX_SIGNATURES:
-                validated.clear()
-            validated.add(key)
+        # Traced checks once per signature (the memo all of gdjax shares).
+        _validate.memo(
+            ("value_and_grad", loss, has_aux, _validate.signature(params, batch, args)),
+            lambda: check(params, batch, args),
+        )
         return compiled(params, batch, *args)
 
     name = getattr(loss, "__name__", type(loss).__name__)

@@ -159,7 +159,7 @@ def huber(
       >>> huber(jnp.array([0.5, 3.0]), jnp.array([0.0, 0.0]))
       Array([0.125, 2.5  ], dtype=float32)
     """
-    if not isinstance(delta, jax.core.Tracer):
+    if not _validate.is_tracer(delta):
         _validate.check_positive(delta, "delta")
     p, t = _align(predictions, targets, "huber")
     _check_floating(p, "huber")
@@ -557,13 +557,14 @@ def make_loss(
             "per_example must be callable as per_example(predictions, targets), "
             f"got {_validate.describe(per_example)}."
         )
-    if not isinstance(l2, jax.core.Tracer):
+    traced = _validate.is_tracer(l2)
+    if not traced:
         _validate.check_nonnegative(l2, "l2")
     if np.ndim(l2) != 0:
         raise ValueError(
             f"l2 must be a scalar, got shape {np.shape(l2)}; sweep it with vmap."
         )
-    penalized = isinstance(l2, jax.core.Tracer) or np.any(np.asarray(l2) != 0)
+    penalized = traced or np.any(np.asarray(l2) != 0)
     return Loss(apply, per_example, l2, bool(penalized))
 
 

@@ -89,21 +89,9 @@ def data_mesh(
       >>> sharding.data_mesh(1).axis_names
       ('data',)
     """
-    available = jax.devices()
-    if devices is None:
-        chosen = available
-    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-        k = V.check_int(devices, "devices", minimum=1)
-        if k > len(available):
-            raise ValueError(f"devices={k} but only {len(available)} are available.")
-        chosen = available[:k]
-    else:
-        chosen = list(devices)
-        if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
-            raise TypeError(
-                "devices must be a count or a non-empty list of jax devices, got "
-                f"{V.describe(devices)}."
-            )
+    chosen = V.check_devices(devices)
+    if chosen is None:
+        chosen = jax.devices()
     return jax.make_mesh(
         (len(chosen),),
         (axis,),
