@@ -10,7 +10,7 @@ The contract, before any code:
   library versions. Typed PRNG keys are stored as their key data, bfloat16 and
   other ``ml_dtypes`` as their bits. The same result saves to the same bytes.
 * **Identity is what the caller passed**, never what a closure holds:
-  :func:`run_identity` records the plain fields of the run's options
+  :func:`fit_resumable` records the plain fields of the run's options
   (:class:`~gdjax.Stopping`, :class:`~gdjax.Recording`, the regime; a callable
   by its qualified name only), ``epochs``, the key data, the shapes and dtypes
   of params, optimizer state and data, a sha256 of the data, the transform's
@@ -97,7 +97,6 @@ __all__ = [
     "read_manifest",
     "restore",
     "restore_latest",
-    "run_identity",
     "save",
     "saver",
 ]
@@ -210,26 +209,29 @@ def _data_identity(data: Any) -> dict[str, str] | None:
     return {**_shapes(data), "sha256": _digest(data)}
 
 
-def _identity(
-    run: runs.Run,
-    loss: Any,
-    data: Any,
-    transform: Any,
-    *,
-    val_data: Any,
-    stopping: spec.Stopping,
-    recording: spec.Recording,
-    config: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    key = run.inputs.key
+def _prepare(loss, params, data, transform, config, specs, options, **kwargs):
+    """``(run, identity, specs)`` of ``fit``'s arguments, validated as fit does."""
+    specs = spec.from_options(*specs, **options)
+    stopping, recording, driving = specs
+    run = runs.prepare(
+        loss,
+        params,
+        data,
+        transform,
+        stopping=stopping,
+        recording=recording,
+        driving=driving,
+        **kwargs,
+    )
     try:
-        hyper = get_hyperparams(run.state.opt_state)
+        hyperparams = get_hyperparams(run.state.opt_state)
     except ValueError:  # a transform without injected hyperparameters
-        hyper = None
-    ident = {
-        "loss": _plain(loss),
+        hyperparams = None
+    key = run.inputs.key
+    identity = {
+        "loss": loss,
         "transform": _name(transform.update),
-        "hyperparams": hyper,
+        "hyperparams": hyperparams,
         "regime": run.program.regime,
         "stopping": stopping,
         "recording": recording,
@@ -238,72 +240,10 @@ def _identity(
         "params": _shapes(run.state.params),
         "opt_state": _shapes(run.state.opt_state),
         "data": _data_identity(data),
-        "val_data": _data_identity(val_data),
-        "config": None if config is None else dict(config),
+        "val_data": _data_identity(kwargs.get("val_data")),
+        "config": _check_config(config),
     }
-    return json.loads(json.dumps(_plain(ident)))
-
-
-def run_identity(
-    loss: Callable,
-    params: Any,
-    data: Any,
-    transform: Any,
-    *,
-    key: Any,
-    epochs: int,
-    regime: Any = None,
-    val_data: Any = None,
-    hyperparams: Mapping[str, Any] | None = None,
-    config: Mapping[str, Any] | None = None,
-    stopping: spec.Stopping | None = None,
-    recording: spec.Recording | None = None,
-    driving: spec.Driving | None = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """What identifies a run, as JSON data: what :func:`fit_resumable` stores.
-
-    Takes :func:`gdjax.fit`'s arguments (validated as ``fit`` does, nothing
-    compiled) and a ``config`` dict of your own (a model width, the numbers a
-    loss or transform closes over). Options that only drive the run
-    (``chunk_epochs``, ``callback``, ``progress``, ``donate``...) are left out.
-
-    Returns:
-      A dict: ``loss`` (a ``gd.make_loss`` value's fields, or a function's
-      qualified name), ``transform`` (the qualified name of its ``update``),
-      ``hyperparams`` (:func:`gdjax.get_hyperparams` of the initial state, or
-      None), ``regime``, ``stopping``, ``recording`` (plain fields, callables by
-      name), ``epochs``, ``key``, ``params`` / ``opt_state`` (shape and dtype of
-      each leaf), ``data`` / ``val_data`` (the same, and ``sha256``), ``config``.
-    """
-    stopping, recording, driving = spec.from_options(
-        stopping, recording, driving, **options
-    )
-    run = runs.prepare(
-        loss,
-        params,
-        data,
-        transform,
-        key=key,
-        epochs=epochs,
-        regime=regime,
-        val_data=val_data,
-        hyperparams=hyperparams,
-        stopping=stopping,
-        recording=recording,
-        driving=driving,
-    )
-    config = _check_config(config)
-    return _identity(
-        run,
-        loss,
-        data,
-        transform,
-        val_data=val_data,
-        stopping=stopping,
-        recording=recording,
-        config=config,
-    )
+    return run, json.loads(json.dumps(_plain(identity))), specs
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -362,8 +302,8 @@ def _check_config(config: Any, name: str = "config") -> dict | None:
 def _check_result(result: Any, name: str) -> None:
     if not isinstance(result, FitResult):
         raise TypeError(
-            f"{name} must be a gd.FitResult (what gd.fit returns), got "
-            f"{V.describe(result)}."
+            f"{name} must be a gd.FitResult (what gd.fit returns, or "
+            f"jax.eval_shape of one), got {V.describe(result)}."
         )
 
 
@@ -462,8 +402,8 @@ def save(
         time.
       result: a :class:`~gdjax.FitResult` (a single run or a sweep's stacked
         ``result``).
-      identity: JSON data that identifies the run (:func:`run_identity`, or a
-        dict of your own), checked by :func:`restore`.
+      identity: a JSON-able dict that identifies the run (names, numbers),
+        checked by :func:`restore`; :func:`fit_resumable` builds its own.
       keep: how many checkpoints to keep (the newest; ``None`` keeps all). Old
         ones are removed only once the new one is in place.
 
@@ -592,14 +532,6 @@ def _unpack(path: Path, manifest: dict, arrays: dict, like: FitResult, identity)
     return FitResult(jax.tree_util.tree_unflatten(treedef, out))
 
 
-def _check_like(like: Any) -> None:
-    if not isinstance(like, FitResult):
-        raise TypeError(
-            "like must be a gd.FitResult to restore into (a result of this run, "
-            f"or jax.eval_shape of one), got {V.describe(like)}."
-        )
-
-
 def _newest(directory: Path) -> tuple[Path, dict, dict]:
     """The newest checkpoint that reads back whole, warning for those skipped."""
     found = checkpoints(directory)
@@ -638,7 +570,7 @@ def restore(
       source: a checkpoint file, or a folder (its newest checkpoint is read).
       like: a :class:`~gdjax.FitResult` of the same structure, shapes and
         dtypes (a result of the run, or ``jax.eval_shape`` of one).
-      identity: this run's identity (:func:`run_identity`); compared with the
+      identity: this run's identity (see :func:`save`); compared with the
         stored one (but for ``epochs``, which may grow) when both exist.
 
     Returns:
@@ -650,7 +582,7 @@ def restore(
         (:class:`CorruptCheckpointError`, naming the file and the cause), or a
         checkpoint of another run (the differences on one line).
     """
-    _check_like(like)
+    _check_result(like, "like")
     identity = _check_config(identity, "identity")
     path = _check_directory(source, "source")
     if path.is_dir():
@@ -672,7 +604,7 @@ def restore_latest(
     Each newer corrupt checkpoint is skipped with a :class:`CheckpointWarning`
     naming it and the cause; one of another run is refused, not skipped.
     """
-    _check_like(like)
+    _check_result(like, "like")
     identity = _check_config(identity, "identity")
     return _unpack(*_newest(_check_directory(directory)), like, identity)
 
@@ -768,8 +700,9 @@ def fit_resumable(
     """:func:`gdjax.fit` that saves as it goes and resumes where it stopped.
 
     Validates the arguments, then reads the newest whole checkpoint in
-    ``directory`` (if any). One of another run (:func:`run_identity` differs
-    in anything but ``epochs``) is refused with the differences. Otherwise:
+    ``directory`` (if any). One of another run (its identity, see the module
+    docstring, differs in anything but ``epochs``) is refused with the
+    differences on one line. Otherwise:
 
     * no checkpoint, or one of a run still going (killed, or stopped by a
       ``callback``): run, or continue, to ``epochs``;
@@ -805,10 +738,6 @@ def fit_resumable(
     directory = _check_directory(directory)
     every = V.check_int(every, "every", minimum=1)
     keep = _check_keep(keep)
-    config = _check_config(config)
-    stopping, recording, driving = spec.from_options(
-        stopping, recording, driving, **options
-    )
     args = (loss, params, data, transform)
     kwargs = dict(
         key=key,
@@ -816,21 +745,11 @@ def fit_resumable(
         regime=regime,
         val_data=val_data,
         hyperparams=hyperparams,
-        stopping=stopping,
-        recording=recording,
     )
-    run = runs.prepare(*args, **kwargs, driving=driving)
+    specs = (stopping, recording, driving)
+    run, identity, specs = _prepare(*args, config, specs, options, **kwargs)
+    stopping, recording, driving = specs
     epochs = run.program.epochs
-    identity = _identity(
-        run,
-        loss,
-        data,
-        transform,
-        val_data=val_data,
-        stopping=stopping,
-        recording=recording,
-        config=config,
-    )
     save = _Saver(directory, every, keep, identity)
     if checkpoints(directory):
         path, manifest, arrays = _newest(directory)
@@ -851,7 +770,14 @@ def fit_resumable(
         if not _resumable(result, epochs):
             return runs.finish(result.state, driving)
         save.last = _mark(result)
-        run = runs.prepare(*args, **kwargs, driving=driving, resume=result)
+        run = runs.prepare(
+            *args,
+            **kwargs,
+            stopping=stopping,
+            recording=recording,
+            driving=driving,
+            resume=result,
+        )
     user_callback = driving.callback
 
     def on_chunk(result: FitResult) -> bool:
