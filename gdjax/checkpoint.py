@@ -301,8 +301,9 @@ def _check_config(config: Any, name: str = "config") -> dict | None:
 
 def _check_result(result: Any, name: str) -> None:
     if not isinstance(result, FitResult):
+        into = " to restore into" if name == "like" else ""
         raise TypeError(
-            f"{name} must be a gd.FitResult (what gd.fit returns, or "
+            f"{name} must be a gd.FitResult{into} (what gd.fit returns, or "
             f"jax.eval_shape of one), got {V.describe(result)}."
         )
 
