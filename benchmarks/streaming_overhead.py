@@ -7,9 +7,10 @@ an epoch, in order): logistic regression (a tiny step, where per-chunk host
 work shows most) and an MLP 64-256-256-10 (a step heavy enough to hide it),
 sgd with momentum 0.9, 10 epochs = 420 steps. The in-memory run is
 ``fit(..., regime=gd.minibatch(32, shuffle=False))``; the stream is a
-generator yielding the same NumPy batches, run with ``fit_stream`` in chunks
-of ``k`` steps (the device computes the masked steps of a padded last chunk
-too, so a ``k`` that divides the stream is cheapest). Prints the median
+generator yielding the same NumPy batches, run with ``gd.fit_stream`` in
+stream epochs of ``k`` steps (``steps_per_epoch=k``; the device computes the
+masked steps of a padded last stream epoch too, so a ``k`` that divides the
+stream is cheapest). Prints the median
 steady-state time (after a warm-up that compiles every variant; runs
 interleaved) and the ratio stream / in-memory.
 """
@@ -23,7 +24,6 @@ import jax
 import numpy as np
 
 import gdjax as gd
-from gdjax.streaming import fit_stream
 
 B, EPOCHS, REPEATS = 32, 10, 7
 
@@ -58,11 +58,11 @@ def main() -> None:
                 regime=gd.minibatch(B, shuffle=False),
             )
         }
-        # 420 steps: k=60 divides them; k=256 pads the last chunk with 92
+        # 420 steps: k=60 divides them; k=256 pads the last epoch with 92
         # masked steps, which still compute (the price of not recompiling).
         for k in (15, 60, 256):
-            variants[f"fit_stream k={k:3d}"] = lambda k=k, params=params: fit_stream(
-                loss, params, batches(x, y, EPOCHS), tx, chunk_steps=k
+            variants[f"fit_stream k={k:3d}"] = lambda k=k, params=params: gd.fit_stream(
+                loss, params, batches(x, y, EPOCHS), tx, steps_per_epoch=k
             )
         times: dict[str, list[float]] = {v: [] for v in variants}
         for run in variants.values():  # warm-up: compile every variant

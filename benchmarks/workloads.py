@@ -83,7 +83,7 @@ class Workload:
       params: initial parameters (NumPy), for single-run workloads.
       seed: the run key's seed (data order) for single-run workloads.
       sweep_seeds: W4's seeds (each gives init and run keys through
-        ``gd.sweep.seed_keys``); empty otherwise.
+        ``gd.seed_keys``); empty otherwise.
       sweep_lrs: W4's learning rates; empty otherwise.
       shared_order: if True, host-side contenders take gdjax's data order
         instead of drawing their own (used by the smoke test to compare final
@@ -285,7 +285,7 @@ def build(name: str, mode: str = "quick", *, shared_order: bool = False) -> Work
             params=[],
             sweep_seeds=seeds,
             sweep_lrs=lrs,
-            notes="member (seed s, lr): init and run keys from gd.sweep.seed_keys(s)",
+            notes="member (seed s, lr): init and run keys from gd.seed_keys(s)",
             **common,
         )
     widths = (64, 1)

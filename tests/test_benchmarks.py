@@ -171,3 +171,14 @@ def test_cli_rejects_unknown_names():
         main(["--only", "W9"])
     with pytest.raises(SystemExit, match="unknown 'keras'"):
         main(["--contenders", "gdjax,keras"])
+
+
+def test_gdjax_memory_figures_come_from_public_names(smoke):
+    # gdjax_fit and w4_sweep lower gd.fit's and gd.sweep's own programs
+    # (gd.runs.prepare / gd.members.* / gd.loop.advance*): a renamed or removed
+    # name shows up here as an error instead of a silent missing figure.
+    results, _, _ = smoke
+    for wl, block in results["workloads"].items():
+        entry = block["results"]["gdjax"]
+        assert "xla_bytes_error" not in entry, (wl, entry["xla_bytes_error"])
+        assert entry["xla_bytes"]["argument"] > 0, wl

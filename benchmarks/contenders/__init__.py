@@ -12,7 +12,7 @@ member axis for W4) for the common evaluator.
 =========  ============================================================
 name       what
 =========  ============================================================
-gdjax      ``gd.fit`` (W4: one ``gd.sweep.sweep``)
+gdjax      ``gd.fit`` (W4: one ``gd.sweep``)
 gdjax-seq  W4 only: 256 sequential ``gd.fit`` runs
 fused      one hand-written ``jax.jit`` of the whole run (the ceiling)
 optax      the optax tutorial loop: Python loops, NumPy shuffle, jitted step

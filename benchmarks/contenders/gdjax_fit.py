@@ -52,10 +52,22 @@ def prepare(w: Workload, *, guard: bool = True, shuffle: bool = True) -> Prepare
         return jax.block_until_ready(gd.fit(loss, params, data, tx, **kwargs))
 
     def memory():
-        from gdjax import loop
-
-        p = loop.prepare(loss, params, data, tx, **kwargs)
-        lowered = loop._advance.lower(*p, np.int32(w.epochs))
+        # gd.fit's own pieces: the prepared run and its compiled program.
+        stopping, recording, driving = gd.spec.from_options(guard=guard)
+        run = gd.runs.prepare(
+            loss,
+            params,
+            data,
+            tx,
+            key=key,
+            epochs=w.epochs,
+            regime=reg,
+            stopping=stopping,
+            recording=recording,
+            driving=driving,
+        )
+        advance = gd.runs.advance_for(driving)
+        lowered = advance.lower(run.program, run.state, run.inputs, np.int32(w.epochs))
         return common.xla_memory(lowered.compile())
 
     notes = []

@@ -1,7 +1,7 @@
 """W4's baseline: the 256 members as 256 sequential ``gd.fit`` calls.
 
 Each member draws its initial parameters and its data order from
-``gd.sweep.seed_keys(seed)`` exactly as the sweep does, so the two do the same
+``gd.seed_keys(seed)`` exactly as the sweep does, so the two do the same
 work; the compiled run program is reused after the first call (``gd.sgd``
 keeps the learning rate as an array), so this is the cost of per-run dispatch
 and validation plus one member's compute at a time.

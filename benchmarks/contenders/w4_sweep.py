@@ -2,10 +2,10 @@
 
 Member ``(seed s, learning rate lr)`` starts from ``gd.init.mlp(init_key, ...)``
 and draws its data order from ``run_key``, with ``(init_key, run_key) =
-gd.sweep.seed_keys(s)``; members are ordered seed-major (``S x H``), as
+gd.seed_keys(s)``; members are ordered seed-major (``S x H``), as
 ``SweepResult.result`` stacks them. Three contenders do that work:
 
-* ``gdjax``: one ``gd.sweep.sweep(loss, init, data, gd.sgd(lr0, 0.9),
+* ``gdjax``: one ``gd.sweep(loss, init, data, gd.sgd(lr0, 0.9),
   seeds=..., hyperparams={"learning_rate": lrs}, epochs=..., regime=...)``;
 * ``gdjax-seq``: a Python loop of 256 ``gd.fit`` calls;
 * ``fused``: the hand-fused W3 program (:mod:`benchmarks.contenders.fused`)
@@ -16,7 +16,6 @@ gd.sweep.seed_keys(s)``; members are ordered seed-major (``S x H``), as
 from __future__ import annotations
 
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -27,21 +26,9 @@ from benchmarks.contenders import Prepared, common, fused
 from benchmarks.workloads import Workload
 
 
-def sweep_module():
-    """``gdjax.sweep``, or None when this gdjax has none."""
-    try:
-        return importlib.import_module("gdjax.sweep")
-    except ImportError:
-        return None
-
-
 def seed_keys(seed):
-    """``gd.sweep.seed_keys`` (the sweep's contract), or its documented formula."""
-    module = sweep_module()
-    if module is not None and hasattr(module, "seed_keys"):
-        return module.seed_keys(seed)
-    keys = jax.random.split(jax.random.key(seed))
-    return keys[0], keys[1]
+    """``gd.seed_keys`` (the sweep's contract: a member's init and run keys)."""
+    return gd.seed_keys(seed)
 
 
 def _init(widths, key):
@@ -64,9 +51,6 @@ def _flatten_members(params, members: int):
 
 
 def prepare_sweep(w: Workload, *, guard: bool = True) -> Prepared:
-    module = sweep_module()
-    if module is None or not hasattr(module, "sweep"):
-        raise RuntimeError("this gdjax has no gd.sweep.sweep")
     loss = w.gd_loss()
     data = _data(w)
     init = functools.partial(_init, w.widths)
@@ -81,33 +65,35 @@ def prepare_sweep(w: Workload, *, guard: bool = True) -> Prepared:
     )
 
     def run():
-        return jax.block_until_ready(module.sweep(loss, init, data, tx, **kwargs))
+        return jax.block_until_ready(gd.sweep(loss, init, data, tx, **kwargs))
 
     def to_params(result):
         return _flatten_members(result.result.params, w.members)
 
     def memory():
-        # Private pieces of gd.sweep (its plan, inputs and run program): the
-        # memory figure is optional, so any change there gives None.
-        try:
-            axes = module._sweep_axes(kwargs["hyperparams"], True)
-            plan = module._plan(
-                loss,
-                init,
-                data,
-                tx,
-                seeds=module._check_seeds(kwargs["seeds"]),
-                axes=axes,
-                epochs=w.epochs,
-                regime=w.regime(),
-                devices=None,
-                fit_kwargs={"guard": guard},
-            )
-            prepared = module._member_inputs(plan)
-            lowered = module._advance_members.lower(*prepared, np.int32(w.epochs))
-            return common.xla_memory(lowered.compile())
-        except Exception:  # noqa: BLE001 - optional figure from private API
-            return None
+        # gd.sweep's own pieces (gd.members plans and stacks the members,
+        # gd.loop.advance_members runs them), on one device as in run().
+        stopping, recording, driving = gd.spec.from_options(guard=guard)
+        plan = gd.members.plan_members(
+            loss,
+            init,
+            data,
+            tx,
+            seeds=gd.members.check_seeds(kwargs["seeds"]),
+            axes=gd.members.sweep_axes(kwargs["hyperparams"], True),
+            epochs=w.epochs,
+            regime=w.regime(),
+            val_data=None,
+            devices=gd.members.check_devices(None),
+            stopping=stopping,
+            recording=recording,
+            driving=driving,
+        )
+        run = gd.members.member_run(plan)
+        lowered = gd.loop.advance_members.lower(
+            run.program, run.state, run.inputs, np.int32(w.epochs)
+        )
+        return common.xla_memory(lowered.compile())
 
     return Prepared(run=run, to_params=to_params, xla_memory=memory)
 
