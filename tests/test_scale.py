@@ -8,7 +8,7 @@ import numpy as np
 from helpers import least_squares_problem, ls_loss, zeros_params
 
 import gdjax as gd
-from gdjax import loop
+from gdjax import loop, runs
 
 
 def _rss_mb() -> float:
@@ -25,8 +25,12 @@ def test_million_step_run_keeps_bounded_history_and_memory():
     assert int(long.steps) == 10**6 and long.stopped_by == gd.Status.MAX_EPOCHS
     assert long.history.loss.shape == short.history.loss.shape == (1000,)
     assert np.all(np.isfinite(long.history.loss))
-    # Row r holds epoch (r + 1) * stride - 1: the last epoch of each window.
+    # Row r holds epoch (r + 1) * stride (counting from 1): the last epoch of
+    # each window.
     stride = 10**6 // 1000
+    np.testing.assert_array_equal(
+        long.history.epoch, stride * np.arange(1, 1001, dtype=np.int32)
+    )
     again = gd.fit(
         ls_loss,
         zeros_params(2),
@@ -50,25 +54,21 @@ def test_donation_keeps_peak_memory_near_the_state():
         return 0.5 * jnp.sum((p["w"] - jnp.mean(b[0])) ** 2)
 
     data = (jnp.ones((4, 1)),)
-    prep = loop.prepare(
+    stop, rec, drive = gd.spec.from_options()
+    run = runs.prepare(
         loss,
         {"w": jnp.zeros(size)},
         data,
         gd.sgd(0.1, momentum=0.9),
         key=jax.random.key(0),
         epochs=3,
+        stopping=stop,
+        recording=rec,
+        driving=drive,
     )
-    args = (
-        prep.static,
-        prep.state,
-        prep.data,
-        prep.val_data,
-        prep.key,
-        prep.criteria,
-        np.int32(3),
-    )
+    args = (run.program, run.state, run.inputs, np.int32(3))
     peaks = {}
-    for name, fn in (("plain", loop._advance), ("donated", loop._advance_donated)):
+    for name, fn in (("plain", loop.advance), ("donated", loop.advance_donated)):
         m = fn.lower(*args).compile().memory_analysis()
         peaks[name] = (
             m.argument_size_in_bytes
