@@ -453,7 +453,8 @@ class SweepResult:
 
     def _settings(self) -> list[tuple[tuple, dict[str, Any]]]:
         """(index over the non-seed axes, coordinate dict) for every setting."""
-        k = self.seed_axis
+        # A selection that fixed the seed (sel(seed=s)) has no seed axis.
+        k = self.axes.index("seed") if "seed" in self.axes else None
         other = [a for a in range(len(self.axes)) if a != k]
         named = list(self.coords.items())
         out = []
@@ -470,6 +471,8 @@ class SweepResult:
 
     def _over_seeds(self, values: np.ndarray) -> np.ndarray:
         """``values`` with the seed axis moved last: (*settings, seeds)."""
+        if "seed" not in self.axes:  # sel(seed=s): one seed
+            return np.asarray(values)[..., None]
         return np.moveaxis(values, self.seed_axis, -1)
 
     def summary(self) -> list[dict[str, Any]]:
