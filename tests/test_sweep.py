@@ -525,6 +525,16 @@ def test_sel_partial_gives_a_sweep_and_full_gives_a_member():
     np.testing.assert_array_equal(
         other.member(learning_rate=0.3).params["w"], res.member(2, 2).params["w"]
     )
+    # Fixing the seed leaves one seed per setting: summary and best still hold.
+    rows = other.summary()
+    assert [r["seeds"] for r in rows] == [1, 1, 1]
+    np.testing.assert_allclose(
+        [r["loss_mean"] for r in rows], res.final_loss[2], rtol=1e-6
+    )
+    j = int(np.argmin(res.final_loss[2]))
+    best, value = other.best()
+    assert best == {"learning_rate": TABLE_LRS[j]}
+    assert value == pytest.approx(float(res.final_loss[2, j]), rel=1e-6)
     full = res.sel(seed=2, learning_rate=0.05)
     assert isinstance(full, gd.FitResult)
     want = res.member(2, 1)
