@@ -58,13 +58,14 @@ def main() -> None:
     trace = np.convolve(np.asarray(recorded["trace_cov"]), kernel, "valid")
     grad_sq = np.convolve(np.asarray(recorded["grad_norm_sq"]), kernel, "valid")
     b_simple = trace / grad_sq
-    epochs = np.arange(b_simple.size) + SMOOTH // 2
+    rows = np.arange(b_simple.size) + SMOOTH // 2  # the centre of each window
+    epochs = np.asarray(run.history.epoch)[rows]  # counting from 1
     loss_curve = np.asarray(run.history.loss)
     print(f"mini-batch SGD, batch {BATCH}, on {x.shape[0]} digits; {run.reason}")
     print(f" epoch   loss   tr(Sigma)   |G|^2   B_simple  ({SMOOTH}-epoch averages)")
     for i in range(0, b_simple.size, 4):
         print(
-            f"{epochs[i]:6d} {loss_curve[epochs[i]]:7.4f} {trace[i]:9.3f} "
+            f"{epochs[i]:6d} {loss_curve[rows[i]]:7.4f} {trace[i]:9.3f} "
             f"{grad_sq[i]:8.4f} {b_simple[i]:9.1f}"
         )
 

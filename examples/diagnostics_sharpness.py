@@ -57,11 +57,12 @@ def main() -> None:
     seconds = time.perf_counter() - start
 
     lam = np.asarray(run.history.monitors["sharpness"])
-    measured = np.flatnonzero(np.isfinite(lam))
+    measured = np.flatnonzero(np.isfinite(lam))  # history rows the monitor wrote
+    epoch = np.asarray(run.history.epoch)  # each row's epoch, counting from 1
     eta_lam = LR * lam[measured]
     edge = eta_lam >= 1.9
-    reached = int(measured[np.argmax(edge)]) if edge.any() else None
-    late = eta_lam[measured >= 2 * EPOCHS // 3]
+    reached = int(epoch[measured[np.argmax(edge)]]) if edge.any() else None
+    late = eta_lam[epoch[measured] > 2 * EPOCHS // 3]
     loss_curve = np.asarray(run.history.loss)
     print(
         f"{EPOCHS} epochs of full-batch GD (eta={LR}) in {seconds:.1f} s "
@@ -74,7 +75,7 @@ def main() -> None:
         f"max {late.max():.3f} (edge of stability: about 2)"
     )
     if reached is not None:
-        rises = int(np.sum(np.diff(loss_curve[reached:]) > 0))
+        rises = int(np.sum(np.diff(loss_curve[reached - 1 :]) > 0))
         print(
             f"loss {loss_curve[0]:.4f} -> {run.final_loss:.4f}; it rose in {rises} "
             "epochs after reaching the edge (non-monotone descent)"
@@ -89,7 +90,7 @@ def main() -> None:
         return
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax_loss, ax_sharp = fig.subplots(1, 2)
-    ax_loss.plot(loss_curve)
+    ax_loss.plot(epoch, loss_curve)
     ax_loss.set(
         yscale="log",
         xlabel="epoch",

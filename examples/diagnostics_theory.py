@@ -102,13 +102,13 @@ def main() -> None:
         return
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    t = np.arange(EPOCHS)
+    t = np.arange(EPOCHS)  # full batch: epoch t + 1 records f(w_t), t steps in
     for i, (name, gap) in enumerate(gaps.items()):
         rho = float(runs[name][1])
         ax.semilogy(t, gap, color=f"C{i}", label=name)
         ax.semilogy(t, gap[0] * rho ** (2 * t), color=f"C{i}", ls=":", lw=1)
     ax.set(
-        xlabel="epoch",
+        xlabel="step $t$ (epoch $t + 1$)",
         ylabel=r"$f(w_t) - f^\star$",
         title=r"least squares: observed (solid) vs $\rho^{2t}$ bound (dotted)",
     )

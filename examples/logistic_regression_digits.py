@@ -42,14 +42,12 @@ result = gd.fit(
     metric=gd.accuracy(gd.models.linear),  # history.metric: test accuracy
 )
 
+# One history row per epoch run; history.epoch numbers them from 1.
+h = result.history
 print("epoch  train loss  test loss  test accuracy")
-for e in range(int(result.epoch)):
-    if e < 3 or (e + 1) % 5 == 0 or e == int(result.epoch) - 1:
-        h = result.history
-        print(
-            f"{e + 1:5d}  {h.loss[e]:10.4f}  {h.val_loss[e]:9.4f}  "
-            f"{100 * h.metric[e]:12.1f}%"
-        )
+for e, loss_e, val_e, acc_e in zip(h.epoch, h.loss, h.val_loss, h.metric, strict=True):
+    if e <= 3 or e % 5 == 0 or e == result.epoch:
+        print(f"{int(e):5d}  {loss_e:10.4f}  {val_e:9.4f}  {100 * acc_e:12.1f}%")
 print(result.reason)
 
 # Predicted classes and a confusion count, on the host.

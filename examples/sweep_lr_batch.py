@@ -1,6 +1,6 @@
 """A sweep of learning rate x batch size, with a heatmap of the final loss.
 
-``gd.sweep.sweep`` trains every (seed, learning rate, batch size) at once.
+``gd.sweep`` trains every (seed, learning rate, batch size) at once.
 The learning rate is a number in the optimizer state, so all its values run
 as members of one vmapped program; the batch size changes the shapes of the
 program, so it is an ``outer`` axis: one compiled program per batch size, the
@@ -20,7 +20,6 @@ import os
 import numpy as np
 
 import gdjax as gd
-from gdjax import sweep
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="gdjax-out", help="folder for the figure")
@@ -41,7 +40,7 @@ learning_rates = [0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
 batch_sizes = [8, 32, 128, 512]
 if quick:  # one compilation per batch size: keep two of them
     batch_sizes = [8, 128]
-result = sweep.sweep(
+result = gd.sweep(
     loss,
     init,
     (x, y),
@@ -55,7 +54,7 @@ result = sweep.sweep(
 print(f"{result}: {np.size(result.result.epoch)} runs, {epochs} epochs each")
 
 # Mean final training loss over seeds, batch sizes down, learning rates across.
-final = result.final_loss()  # shape (batch_size, seed, learning_rate)
+final = result.final_loss  # shape (batch_size, seed, learning_rate)
 print("\nfinal training loss, mean over seeds")
 print("batch \\ lr " + "".join(f"{lr:>9g}" for lr in learning_rates))
 for i, b in enumerate(batch_sizes):

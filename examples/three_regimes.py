@@ -64,11 +64,11 @@ for name, (regime, lr) in regimes.items():
 
 print("\ntraining loss (cross-entropy on all", n, "training images) per epoch")
 print("epoch " + "".join(f"{name:>15}" for name in results))
-for e in range(epochs):
+for i, e in enumerate(results["full batch"].history.epoch):  # epochs count from 1
     row = "".join(
-        f"{float(r.history.monitors['train_loss'][e]):15.4f}" for r in results.values()
+        f"{float(r.history.monitors['train_loss'][i]):15.4f}" for r in results.values()
     )
-    print(f"{e + 1:5d} {row}")
+    print(f"{int(e):5d} {row}")
 
 try:
     from matplotlib.figure import Figure
