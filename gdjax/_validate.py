@@ -10,6 +10,7 @@ expected and what came. Nothing here compiles: shapes come from
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import numbers
 import warnings
@@ -23,6 +24,7 @@ import numpy as np
 
 from gdjax._typing import PyTree
 from gdjax.errors import (
+    GdjaxError,
     GdjaxTypeError,
     GdjaxValueError,
     IgnoredBatchWarning,
@@ -564,6 +566,27 @@ def warn_zero_gradient(all_zero: bool, name: str = "loss") -> None:
         )
 
 
+# ----------------------------------------------------------------------------- errors
+
+
+@contextlib.contextmanager
+def boundary():
+    """Re-raise a helper's plain ``TypeError``/``ValueError`` as gdjax's own.
+
+    For checks that live with their idea (a regime's plan, a loss's labels):
+    the message is theirs, the class becomes :class:`~gdjax.errors.GdjaxError`
+    (still a ``TypeError``/``ValueError``).
+    """
+    try:
+        yield
+    except GdjaxError:
+        raise
+    except TypeError as e:
+        raise GdjaxTypeError(str(e)) from e
+    except ValueError as e:
+        raise GdjaxValueError(str(e)) from e
+
+
 # ----------------------------------------------------------------------------- tracers
 
 
@@ -965,3 +988,129 @@ def check_scalar_fn(fn: Callable, args: tuple, name: str, call: str) -> bool:
 def clear_memo() -> None:
     """Forget every memoized check (tests start from a cold state with it)."""
     _MEMO.clear()
+
+
+# ------------------------------------------------------------------- host evaluation
+
+_HOST_OPS: dict[str, Callable[..., Any]] = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": lambda a, b: (
+        np.trunc(np.divide(a, b)).astype(np.result_type(a, b))
+        if np.issubdtype(np.result_type(a, b), np.integer)
+        else np.divide(a, b)
+    ),
+    "rem": np.fmod,
+    "neg": np.negative,
+    "max": np.maximum,
+    "min": np.minimum,
+    "pow": np.power,
+    "exp": np.exp,
+    "exp2": np.exp2,
+    "log": np.log,
+    "log1p": np.log1p,
+    "expm1": np.expm1,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tanh": np.tanh,
+    "sqrt": np.sqrt,
+    "rsqrt": lambda a: 1 / np.sqrt(a),
+    "abs": np.abs,
+    "sign": np.sign,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "logistic": lambda a: 1 / (1 + np.exp(-a)),
+    "lt": np.less,
+    "le": np.less_equal,
+    "gt": np.greater,
+    "ge": np.greater_equal,
+    "eq": np.equal,
+    "ne": np.not_equal,
+    "and": np.logical_and,
+    "or": np.logical_or,
+    "not": np.logical_not,
+    "square": np.square,
+    "stop_gradient": lambda a: a,
+    "copy": lambda a: a,
+    "copy_p": lambda a: a,
+}
+
+
+def _host_eqn(eqn: Any, ins: list) -> list | None:
+    name, params = eqn.primitive.name, eqn.params
+    if name in ("pjit", "jit", "closed_call", "core_call"):
+        inner = params.get("jaxpr") or params.get("call_jaxpr")
+        return _host_jaxpr(
+            getattr(inner, "jaxpr", inner), getattr(inner, "consts", []), ins
+        )
+    if name == "integer_pow":
+        out = np.power(ins[0], params["y"])
+    elif name == "round":
+        out = np.round(ins[0])
+    elif name == "select_n":
+        out = np.choose(np.asarray(ins[0]).astype(np.int64), ins[1:])
+    elif name == "clamp":
+        out = np.clip(ins[1], ins[0], ins[2])
+    elif name in ("broadcast_in_dim", "reshape"):
+        shape = params.get("shape") or params.get("new_sizes")
+        out = (
+            np.broadcast_to(ins[0], shape)
+            if name == "broadcast_in_dim"
+            else (np.reshape(ins[0], shape))
+        )
+    elif name == "squeeze":
+        out = np.squeeze(ins[0], axis=tuple(params["dimensions"]))
+    elif name in ("convert_element_type", "device_put"):
+        out = ins[0]
+    elif name in _HOST_OPS:
+        out = _HOST_OPS[name](*ins)
+    else:
+        return None
+    return [np.asarray(out).astype(eqn.outvars[0].aval.dtype)]
+
+
+def _host_jaxpr(jaxpr: Any, consts: Any, args: list) -> list | None:
+    env: dict = dict(zip(jaxpr.constvars, [np.asarray(c) for c in consts], strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+
+    def read(v: Any) -> Any:
+        if isinstance(v, jax.extend.core.Literal):
+            return np.asarray(v.val)
+        return env[v]
+
+    for eqn in jaxpr.eqns:
+        with np.errstate(all="ignore"):
+            outs = _host_eqn(eqn, [read(v) for v in eqn.invars])
+        if outs is None:
+            return None
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def host_value(fn: Callable, *args: Any) -> Any:
+    """``fn(*args)`` evaluated in NumPy from its jaxpr: no XLA program compiled.
+
+    For the values a boundary check must read, such as a schedule at step 0:
+    calling ``schedule(0)`` eagerly compiles a small program per operation the
+    first time (seven for ``optax.linear_schedule``). Elementwise primitives
+    are evaluated with NumPy; anything else (a gather, a loop) makes it return
+    ``None``, and the caller may then evaluate ``fn`` itself.
+
+    Examples:
+      >>> import optax
+      >>> from gdjax import _validate as V
+      >>> float(V.host_value(optax.linear_schedule(-0.1, 0.1, 10), 0))
+      -0.1
+    """
+    if any(is_tracer(a) for a in args):
+        return None
+    host_args = [np.asarray(a) for a in args]
+    try:
+        closed = jax.make_jaxpr(fn)(*host_args)
+    except Exception:  # noqa: BLE001 - the caller evaluates it itself
+        return None
+    out = _host_jaxpr(closed.jaxpr, closed.consts, host_args)
+    if out is None:
+        return None
+    return out[0] if len(out) == 1 else tuple(out)

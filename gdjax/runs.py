@@ -147,7 +147,8 @@ def abstract_batch(data: Batch, b: int) -> Batch:
 
 
 def _plan(regime: batching.Regime, n: int, loss: LossFn) -> batching.Plan:
-    plan = batching.plan(regime, n)
+    with V.boundary():
+        plan = batching.plan(regime, n)
     if plan.steps < 1:
         raise GdjaxValueError(
             f"regime {regime.describe()} leaves zero steps per epoch for n={n} "
@@ -219,9 +220,10 @@ def _check_data_and_loss(
         V.check_data(val_data, "val_data", check_finite=driving.check_finite)
         _check_val_data(loss, params, val_data, data)
     if hasattr(loss, "check_data"):
-        loss.check_data(params, data)
-        if val_data is not None:
-            loss.check_data(params, val_data)
+        with V.boundary():
+            loss.check_data(params, data)
+            if val_data is not None:
+                loss.check_data(params, val_data)
     return data, val_data, plan, trace
 
 
