@@ -192,6 +192,44 @@ def test_l2_term_is_half_lambda_sum_of_squares():
     assert expected > 1.0
 
 
+def test_losses_are_values_and_l2_is_an_argument_of_the_run(compiles):
+    """Equal arguments give equal, hashable losses (one compiled run); l2 is a
+    leaf passed into the run, so a new value reuses the program and is applied."""
+    import gdjax as gd
+
+    a = losses.make_loss(linear, losses.squared_error, l2=0.1)
+    assert a == losses.make_loss(linear, losses.squared_error, l2=0.1)
+    assert hash(a) == hash(losses.make_loss(linear, losses.squared_error, l2=0.1))
+    assert a != losses.make_loss(linear, losses.squared_error, l2=0.2)
+    assert losses.accuracy(linear) == losses.accuracy(linear)
+
+    def user(p, b):
+        return jnp.mean((linear(p, b[0]) - b[1]) ** 2)
+
+    assert losses.with_example_weights(user) == losses.with_example_weights(user)
+
+    params, x, y = _problem(n=16)
+    kw = dict(key=jax.random.key(0), epochs=5)
+    gd.fit(a, params, (x, y), gd.sgd(0.1), **kw)
+    with compiles() as c:
+        same = gd.fit(
+            losses.make_loss(linear, losses.squared_error, l2=0.1),
+            params, (x, y), gd.sgd(0.1), **kw,
+        )
+        other = gd.fit(
+            losses.make_loss(linear, losses.squared_error, l2=0.2),
+            params, (x, y), gd.sgd(0.1), **kw,
+        )
+    assert c.count == 0
+    oracle = gd.fit(  # l2 = 0.2 as a constant of a plain function: its own program
+        lambda p, b: losses.make_loss(linear, losses.squared_error)(p, b)
+        + 0.1 * sum(jnp.sum(v**2) for v in jax.tree.leaves(p)),
+        params, (x, y), gd.sgd(0.1), **kw,
+    )
+    np.testing.assert_allclose(other.params["w"], oracle.params["w"], rtol=1e-5)
+    assert not np.allclose(other.params["w"], same.params["w"], rtol=1e-4)
+
+
 @pytest.mark.parametrize("l2", [-0.1, float("nan"), float("inf")])
 def test_l2_must_be_nonnegative_and_finite(l2):
     with pytest.raises(ValueError, match="l2"):
