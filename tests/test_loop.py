@@ -618,3 +618,86 @@ def test_epoch_level_fast_path_equals_per_step_checks(bad_step, monkeypatch):
         assert fast.stopped_by == gd.Status.MAX_STEPS and int(fast.steps) == 25
     else:
         assert fast.failed
+
+
+# ------------------------------------------------------------------- 0.2 rules
+
+
+def test_resume_continues_exactly_and_goes_on_after_a_stop():
+    """resume=r: bitwise the uninterrupted run; epochs is the new total; the
+    status is reset, so a run stopped by a criterion goes on."""
+    data, *_ = least_squares_problem(n=40)
+    kw = dict(key=KEY, regime=gd.minibatch(8))
+    tx = gd.sgd(0.05, momentum=0.9)
+    whole = gd.fit(ls_loss, zeros_params(4), data, tx, epochs=10, **kw)
+    first = gd.fit(ls_loss, zeros_params(4), data, tx, epochs=4, **kw)
+    rest = gd.fit(ls_loss, zeros_params(4), data, tx, epochs=10, resume=first, **kw)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(rest), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(rest.epoch) == 10 and int(rest.steps) == 50
+    np.testing.assert_array_equal(rest.history.epoch, np.arange(1, 11))
+    # Stopped by target_loss in some epoch k < 10: resuming runs epochs k+1..10,
+    # bitwise the steps of the uninterrupted run.
+    target = float(whole.history.loss[3]) * 1.0001
+    stopped = gd.fit(
+        ls_loss, zeros_params(4), data, tx, epochs=10, target_loss=target, **kw
+    )
+    assert stopped.stopped_by == gd.Status.TARGET_LOSS and int(stopped.epoch) < 10
+    more = gd.fit(ls_loss, zeros_params(4), data, tx, epochs=10, resume=stopped, **kw)
+    assert more.stopped_by == gd.Status.MAX_EPOCHS
+    np.testing.assert_array_equal(more.params["w"], whole.params["w"])
+    # A new transform's hyperparameters apply from the resumed epoch on.
+    slow = gd.fit(
+        ls_loss, zeros_params(4), data, gd.sgd(0.001, momentum=0.9), epochs=10,
+        resume=first, **kw,
+    )
+    np.testing.assert_allclose(
+        gd.get_hyperparams(slow.opt_state)["learning_rate"], 0.001, rtol=1e-7
+    )
+    # Oracle: epochs 5..10 by hand from first's state with the new rate.
+    slow_tx = gd.sgd(0.001, momentum=0.9)
+    params = first.params
+    state = gd.set_hyperparams(first.opt_state, learning_rate=0.001)
+    regime = kw["regime"]
+    plan = batching.plan(regime, 40)
+    step = jax.jit(lambda p, s, b: _step(ls_loss, slow_tx, p, s, b, None, False))
+    for e in range(4, 10):
+        idx, _ = batching.epoch_batches(regime, plan, KEY, e)
+        for i in idx:
+            params, state = step(params, state, batching.gather(data, i))
+    np.testing.assert_allclose(slow.params["w"], params["w"], rtol=2e-6, atol=2e-7)
+    assert not np.allclose(slow.params["w"], whole.params["w"], rtol=1e-3)
+    with pytest.raises(ValueError, match="leaves none to run"):
+        gd.fit(ls_loss, zeros_params(4), data, tx, epochs=4, resume=first, **kw)
+
+
+def test_float64_run_compares_its_thresholds_in_float64(x64):
+    """A target equal to an epoch's float64 loss stops in that very epoch, even
+    where rounding the target to float32 would put it below the loss."""
+    data, *_ = least_squares_problem(n=48, dtype=np.float64)
+    kw = dict(key=KEY, epochs=40)
+    p0 = zeros_params(4, jnp.float64)
+    ref = gd.fit(ls_loss, p0, data, gd.sgd(0.05), **kw)
+    losses = np.asarray(ref.history.loss)
+    assert losses.dtype == np.float64 and np.all(np.diff(losses) < 0)
+    # An epoch whose loss float32 rounds down, but above the next epoch's loss.
+    k = next(
+        e for e in range(5, 39)
+        if np.float64(np.float32(losses[e])) < losses[e]
+        and np.float32(losses[e]) > losses[e + 1]
+    )
+    r = gd.fit(ls_loss, p0, data, gd.sgd(0.05), target_loss=float(losses[k]), **kw)
+    assert r.stopped_by == gd.Status.TARGET_LOSS and int(r.epoch) == k + 1
+
+
+def test_turning_the_plateau_criterion_on_does_not_recompile(compiles):
+    data, *_ = least_squares_problem(n=40)
+    kw = dict(key=KEY, epochs=30, regime=gd.minibatch(8))
+    off = gd.fit(ls_loss, zeros_params(4), data, gd.sgd(0.05), **kw)
+    with compiles() as c:
+        on = gd.fit(
+            ls_loss, zeros_params(4), data, gd.sgd(0.05), tol=0.05, patience=2, **kw
+        )
+    assert c.count == 0
+    assert off.stopped_by == gd.Status.MAX_EPOCHS
+    assert on.stopped_by == gd.Status.NO_IMPROVEMENT and int(on.epoch) < 30
