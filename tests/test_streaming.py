@@ -244,6 +244,43 @@ def test_short_last_batch_dropped():
         assert_close(r, single)
 
 
+def test_sweep_stream_masks_a_short_last_batch_per_member():
+    def init(key):
+        return {"w": jax.random.normal(key, (4,))}
+
+    def stream():
+        return batches(1, X[:N_SHORT], Y[:N_SHORT])
+
+    kw = dict(steps_per_epoch=4, val_data=(X[:8], Y[:8]))
+    res = sweep_stream(
+        WLOSS,
+        init,
+        stream(),
+        TX,
+        seeds=[0, 1],
+        hyperparams={"learning_rate": [0.02, 0.05]},
+        **kw,
+    )
+    assert set(res.reasons().ravel()) == {"STREAM_END"}
+    for i, seed in enumerate([0, 1]):
+        for j, lr in enumerate([0.02, 0.05]):
+            single = fit_stream(
+                WLOSS,
+                init(seed_keys(seed)[0]),
+                stream(),
+                TX,
+                hyperparams={"learning_rate": lr},
+                **kw,
+            )
+            m = res.member(i, j)
+            assert int(m.steps) == int(single.steps) == 6
+            assert int(m.epoch) == int(single.epoch) == 2
+            assert_close(m, single)
+            np.testing.assert_allclose(
+                m.history.val_loss, single.history.val_loss, rtol=1e-5
+            )
+
+
 def test_stream_end_status_and_reason():
     r = fit_stream(ls_loss, P0, batches(3), TX, **S)
     assert r.status == gd.Status.STREAM_END == 8
