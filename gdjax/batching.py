@@ -288,6 +288,47 @@ def epoch_batches(
     return idx, weights.astype(jnp.float32)
 
 
+def step_batch(
+    regime: Regime, plan_: Plan, key: jax.Array, epoch: jax.Array, step: jax.Array
+) -> tuple[jax.Array, jax.Array | None]:
+    """Indices ``(batch,)`` and weights of one step: row ``step`` of
+    :func:`epoch_batches` (``epoch`` and ``step`` count from 0, may be traced).
+
+    The hash permutation is a bijection applied index by index, so one step's
+    batch costs O(batch) without the epoch's order; the uniform ``"sort"``
+    order and sampling with replacement draw the epoch's numbers and take the
+    row (the same numbers, so the same batch).
+
+    Examples:
+      >>> import jax, gdjax as gd
+      >>> r = gd.minibatch(4)
+      >>> p, k = gd.batching.plan(r, 10), jax.random.key(0)
+      >>> idx, w = gd.batching.epoch_batches(r, p, k, 3)
+      >>> i2, w2 = gd.batching.step_batch(r, p, k, 3, 2)
+      >>> i2.tolist() == idx[2].tolist(), w2.tolist() == w[2].tolist()
+      (True, True)
+    """
+    n, b, steps, masked = plan_
+    if regime.kind == "full":
+        return jnp.arange(n, dtype=jnp.int32), None
+    step = jnp.asarray(step, jnp.int32)
+    if regime.replacement or (regime.shuffle and regime.permutation == "sort"):
+        idx, w = epoch_batches(regime, plan_, key, epoch)
+        row = jnp.take(idx, step, axis=0)
+        return row, None if w is None else jnp.take(w, step, axis=0)
+    pos = step * b + jnp.arange(b, dtype=jnp.int32)
+    valid = pos < n
+    if regime.shuffle:
+        seed = jax.random.bits(jax.random.fold_in(key, epoch), (), jnp.uint32)
+        safe = jnp.minimum(pos, n - 1).astype(jnp.uint32)
+        idx = _hash_permute(safe, n, seed)
+    else:
+        idx = pos
+    if not masked:
+        return idx, None
+    return jnp.where(valid, idx, 0), valid.astype(jnp.float32)
+
+
 def gather(data, idx: jax.Array):
     """The examples ``idx`` of every leaf of ``data`` (a pytree, leading axis n)."""
     return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
@@ -302,5 +343,6 @@ __all__ = [
     "minibatch",
     "permutation",
     "plan",
+    "step_batch",
     "stochastic",
 ]

@@ -127,6 +127,42 @@ def make_criteria(
     )
 
 
+def target_reached(loss: jax.Array, target_loss: jax.typing.ArrayLike) -> jax.Array:
+    """``loss <= target_loss``: the "satisfactory value" rule (``target_loss``).
+
+    Examples:
+      >>> import jax.numpy as jnp, gdjax as gd
+      >>> bool(gd.stopping.target_reached(jnp.float32(0.04), 0.05))
+      True
+    """
+    return loss <= jnp.asarray(target_loss, jnp.result_type(loss))
+
+
+def grad_converged(grad_norm: jax.Array, grad_tol: jax.typing.ArrayLike) -> jax.Array:
+    """``grad_norm <= grad_tol``: the convergence test of descent (``grad_tol``).
+
+    Examples:
+      >>> import jax.numpy as jnp, gdjax as gd
+      >>> bool(gd.stopping.grad_converged(jnp.float32(1e-3), 1e-4))
+      False
+    """
+    return grad_norm <= jnp.asarray(grad_tol, jnp.result_type(grad_norm))
+
+
+def plateaued(bad_epochs: jax.Array, patience: jax.typing.ArrayLike) -> jax.Array:
+    """``bad_epochs >= patience``: ``patience`` epochs in a row without improvement.
+
+    ``bad_epochs`` is the counter :func:`plateau_update` keeps.
+    """
+    return bad_epochs >= patience
+
+
+def plateau_init(dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """``(best, bad_epochs)`` before the first epoch: ``(inf, 0)``, the plateau
+    counter's start (``best`` in the loss dtype, ``bad_epochs`` int32)."""
+    return jnp.full((), jnp.inf, dtype), jnp.zeros((), jnp.int32)
+
+
 def epoch_status(
     criteria: Criteria,
     loss: jax.Array,
@@ -136,18 +172,52 @@ def epoch_status(
     """The status an epoch's history entry triggers (``RUNNING`` if none).
 
     Earlier criteria in this order win: target loss, gradient tolerance, plateau.
+    ``fit`` calls it after every epoch on the epoch's mean loss and gradient norm
+    and the counter :func:`plateau_update` has just updated. Build ``criteria``
+    as ``fit`` does, from a :class:`gdjax.Stopping` value:
+    ``gd.Stopping(target_loss=0.1, tol=1e-3).criteria(jnp.float32)``.
+
+    Examples:
+      >>> import jax.numpy as jnp, gdjax as gd
+      >>> c = gd.Stopping(target_loss=0.1, grad_tol=1e-3).criteria(jnp.float32)
+      >>> gd.Status(int(gd.stopping.epoch_status(
+      ...     c, jnp.float32(0.5), jnp.float32(1e-4), jnp.int32(0)))).name
+      'GRAD_TOL'
     """
     status = jnp.int32(Status.RUNNING)
-    status = jnp.where(bad_epochs >= criteria.patience, Status.NO_IMPROVEMENT, status)
-    status = jnp.where(grad_norm <= criteria.grad_tol, Status.GRAD_TOL, status)
-    status = jnp.where(loss <= criteria.target_loss, Status.TARGET_LOSS, status)
+    status = jnp.where(
+        plateaued(bad_epochs, criteria.patience), Status.NO_IMPROVEMENT, status
+    )
+    status = jnp.where(
+        grad_converged(grad_norm, criteria.grad_tol), Status.GRAD_TOL, status
+    )
+    status = jnp.where(
+        target_reached(loss, criteria.target_loss), Status.TARGET_LOSS, status
+    )
     return status.astype(jnp.int32)
 
 
 def plateau_update(
     criteria: Criteria, loss: jax.Array, best: jax.Array, bad_epochs: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """scikit-learn's ``n_iter_no_change`` counter with a relative tolerance."""
+    r"""scikit-learn's ``n_iter_no_change`` counter with a relative tolerance.
+
+    An epoch improves if :math:`L_e < L_{best} - tol\,|L_{best}|` (or if no
+    best exists yet); ``bad_epochs`` counts the epochs in a row that did not,
+    and ``best`` is the lowest loss so far. Start from :func:`plateau_init`.
+
+    Returns:
+      ``(best, bad_epochs)`` after the epoch.
+
+    Examples:
+      >>> import jax.numpy as jnp, gdjax as gd
+      >>> c = gd.Stopping(tol=0.1, patience=2).criteria(jnp.float32)
+      >>> best, bad = gd.stopping.plateau_init()
+      >>> for loss in [1.0, 0.95, 0.93]:
+      ...     best, bad = gd.stopping.plateau_update(c, jnp.float32(loss), best, bad)
+      >>> round(float(best), 4), int(bad), bool(gd.stopping.plateaued(bad, c.patience))
+      (0.93, 2, True)
+    """
     improved = loss < best - criteria.tol.astype(loss.dtype) * jnp.abs(best)
     improved = improved | ~jnp.isfinite(best)
     bad_epochs = jnp.where(improved, 0, bad_epochs + 1).astype(jnp.int32)
@@ -155,4 +225,85 @@ def plateau_update(
     return best, bad_epochs
 
 
-__all__ = ["MESSAGES", "Criteria", "Status", "epoch_status", "make_criteria"]
+class Verdicts(NamedTuple):
+    """The epoch criteria applied to a whole history (:func:`history_status`).
+
+    Attributes:
+      status: per epoch, the status its row triggers (int32, ``RUNNING`` if none).
+      best: per epoch, the best loss so far.
+      bad_epochs: per epoch, the plateau counter.
+      epoch: the first epoch (counting from 1) whose status is not
+        ``RUNNING``; 0 if none.
+      stopped_by: that epoch's status (``RUNNING`` if none).
+    """
+
+    status: jax.Array
+    best: jax.Array
+    bad_epochs: jax.Array
+    epoch: jax.Array
+    stopped_by: jax.Array
+
+
+def history_status(
+    criteria: Criteria, loss: jax.Array, grad_norm: jax.Array
+) -> Verdicts:
+    """Where ``fit``'s epoch criteria would stop a run with this history.
+
+    Replays :func:`plateau_update` and :func:`epoch_status` over the rows (a
+    ``lax.scan``: jittable, vmappable), as ``fit`` does after each epoch. Use it
+    on ``result.history.loss`` / ``.grad_norm`` of a run without criteria to see
+    where a criterion would have stopped it, or on the per-epoch means of a
+    loop of your own. (``max_steps``, ``until``, NaN stops and the epoch budget
+    are not epoch-row rules and are not replayed.)
+
+    Args:
+      criteria: the thresholds, e.g. ``gd.Stopping(tol=1e-3).criteria(dtype)``.
+      loss: ``(epochs,)`` mean training loss of each epoch.
+      grad_norm: ``(epochs,)`` mean gradient norm of each epoch.
+
+    Returns:
+      :class:`Verdicts`: per-epoch statuses and counters, the first stopping
+      epoch and its status.
+
+    Examples:
+      >>> import jax.numpy as jnp, gdjax as gd
+      >>> c = gd.Stopping(target_loss=0.25).criteria(jnp.float32)
+      >>> v = gd.stopping.history_status(c, jnp.array([1.0, 0.5, 0.2, 0.1]),
+      ...                                jnp.ones(4))
+      >>> int(v.epoch), gd.Status(int(v.stopped_by)).name
+      (3, 'TARGET_LOSS')
+    """
+    loss = jnp.asarray(loss)
+    grad_norm = jnp.asarray(grad_norm)
+
+    def row(carry, xs):
+        best, bad = carry
+        e_loss, e_gn = xs
+        best, bad = plateau_update(criteria, e_loss, best, bad)
+        return (best, bad), (epoch_status(criteria, e_loss, e_gn, bad), best, bad)
+
+    _, (status, best, bad) = jax.lax.scan(
+        row, plateau_init(loss.dtype), (loss, grad_norm)
+    )
+    stopped = status != Status.RUNNING
+    first = jnp.argmax(stopped)
+    anywhere = jnp.any(stopped)
+    epoch = jnp.where(anywhere, first + 1, 0).astype(jnp.int32)
+    stopped_by = jnp.where(anywhere, status[first], Status.RUNNING).astype(jnp.int32)
+    return Verdicts(status, best, bad, epoch, stopped_by)
+
+
+__all__ = [
+    "MESSAGES",
+    "Criteria",
+    "Status",
+    "Verdicts",
+    "epoch_status",
+    "grad_converged",
+    "history_status",
+    "make_criteria",
+    "plateau_init",
+    "plateau_update",
+    "plateaued",
+    "target_reached",
+]
