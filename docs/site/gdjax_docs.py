@@ -455,6 +455,20 @@ def generate(srcdir: Path) -> None:
 
     for docname, origin, text in guide:
         _write(srcdir / f"{docname}.md", pages.rewrite_links(text, origin))
+    example = Path(__file__).parent / "examples" / "typed_usage.py"
+    if example.is_file():
+        _write(srcdir / "guide" / "typed_usage.py", example.read_text())
+        guide.append(("guide/typed-usage", "", ""))
+        _write(
+            srcdir / "guide" / "typed-usage.md",
+            "# Typed usage\n\n"
+            "gdjax ships `py.typed` and annotates its public API, so a type checker "
+            "reads a user's code against gdjax's own signatures. This example (a "
+            "`fit`, a `sweep` and their results) is checked by basedpyright in CI "
+            "(`basedpyright` from the repository root, configuration in "
+            "`pyrightconfig.json`) and runs as a script.\n\n"
+            "```{literalinclude} typed_usage.py\n:language: python\n```\n",
+        )
     figures = sorted(
         p.relative_to(REPO).as_posix()
         for pattern in ("docs/*.png", "docs/figures/*.png", "docs/figures/*.svg")
