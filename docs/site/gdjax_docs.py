@@ -234,26 +234,39 @@ def _directive(full: str, obj: Any) -> list[str]:
     if kind not in ("class", "exception"):
         return [f".. auto{kind}:: {full}", ""]
     fields = _fields(obj)
-    if fields:
-        # Record fields are documented by the class's Attributes section, not
-        # one entry each ("Alias for field number 0" says nothing).
-        missing = [
-            f
-            for f in fields
-            if f not in _documented_attributes(inspect.getdoc(obj) or "")
-        ]
-        if missing:
-            logger.warning(
-                f"gdjax_docs: {full}: fields {', '.join(missing)} are not in the "
-                "docstring's Attributes section"
-            )
-    exclude = ", ".join(["count", "index", *fields])
+    # Record fields are documented by the class's Attributes section, or by a
+    # docstring under the field; a field's own __doc__ ("Alias for field number
+    # 0") says nothing. Fields the section covers are left out of the members,
+    # which would document them a second time.
+    in_section = _documented_attributes(inspect.getdoc(obj) or "")
+    in_source = _field_docs(obj)
+    missing = [f for f in fields if f not in in_section and f not in in_source]
+    if missing:
+        logger.warning(
+            f"gdjax_docs: {full}: fields {', '.join(missing)} are documented "
+            "neither in the docstring's Attributes section nor under the field"
+        )
+    hidden = [f for f in fields if f not in in_source]
+    exclude = ", ".join(["count", "index", *hidden])
     return [
         f".. auto{kind}:: {full}",
         "   :members:",
         f"   :exclude-members: {exclude}",
         "",
     ]
+
+
+def _field_docs(cls: type) -> set[str]:
+    """Fields of ``cls`` with a docstring (or ``#:`` comment) in the source."""
+    try:
+        docs = ModuleAnalyzer.for_module(cls.__module__).find_attr_docs()
+    except PycodeError:
+        return set()
+    return {
+        name
+        for (scope, name), lines in docs.items()
+        if scope == cls.__qualname__ and "".join(lines).strip()
+    }
 
 
 def _has_doc_comment(full: str) -> bool:
