@@ -12,9 +12,11 @@ install is visible, so the tests below exercise only what the wheel ships.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -151,3 +153,34 @@ def test_wheel_cli_demo(venv, tmp_path):
     assert (tmp_path / "out" / "demo.json").is_file()
     version = _run([str(gdjax_cli), "--version"], cwd=tmp_path).stdout.strip()
     assert version == f"gdjax {_project_version()}"
+
+
+@pytest.mark.xfail(
+    inspect.ismodule(getattr(importlib.import_module("gdjax"), "sweep", None)),
+    reason="gd.sweep is a module made callable until the 0.2 redesign (issue 12)",
+    strict=True,
+)
+def test_wheel_typed_example(venv, tmp_path):
+    """A user's checker reads gdjax's annotations from the wheel (py.typed)."""
+    _need("basedpyright")
+    example = REPO / "docs" / "site" / "examples" / "typed_usage.py"
+    shutil.copy(example, tmp_path / "typed_usage.py")
+    (tmp_path / "pyrightconfig.json").write_text(
+        json.dumps({"typeCheckingMode": "standard", "pythonVersion": "3.10"})
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "basedpyright",
+            "--pythonpath",
+            str(venv / "bin" / "python"),
+            "typed_usage.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 errors" in out.stdout, out.stdout
