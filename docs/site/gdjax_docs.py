@@ -342,6 +342,14 @@ def _api_page(cat: Catalogue, slug: str, title: str) -> str | None:
     return "\n".join(lines) + "\n" if body else None
 
 
+def _summary(obj: Any) -> str:
+    """The first sentence of the docstring's first paragraph."""
+    paragraph = (inspect.getdoc(obj) or "").strip().split("\n\n")[0]
+    text = " ".join(paragraph.split())
+    match = re.search(r"(?<=[.!?])\s(?=[A-Z`(])", text)
+    return text[: match.start()] if match else text
+
+
 def _api_index(cat: Catalogue, slugs: list[str]) -> str:
     title = "API reference"
     lines = [
@@ -366,8 +374,7 @@ def _api_index(cat: Catalogue, slugs: list[str]) -> str:
         else:
             target = cat.canonical[id(obj)]
             role = "obj"
-        summary = (inspect.getdoc(obj) or "").strip().splitlines()
-        first = summary[0] if summary else ""
+        first = _summary(obj)
         lines += [f"   * - :py:{role}:`gd.{name} <{target}>`", f"     - {first}"]
     lines += ["", "Pages: " + ", ".join(f":doc:`{slug}`" for slug in slugs) + "."]
     return "\n".join(lines) + "\n"
