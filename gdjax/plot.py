@@ -1,23 +1,37 @@
-"""Pictures of runs and sweeps: loss curves with seed bands, sweep heatmaps.
+"""Pictures of runs and sweeps: loss curves with seed bands, sweep panels, heatmaps.
 
-Contract. Every function draws on a matplotlib ``Axes`` and returns it, so
-figures compose. With ``ax=None`` it draws on the axes of a new
-``matplotlib.figure.Figure`` outside pyplot's global state (nothing to close,
-no figure piles up in a loop): save it with ``ax.figure.savefig(path)``, or
-show it in a notebook by evaluating ``ax.figure``. Inputs are what gdjax
-returns: a single :class:`~gdjax.FitResult`, a stacked one (leading axes are
-runs, e.g. seeds from ``jax.vmap``) or a sweep result with labelled axes
-(``result.axes`` such as ``("seed", "learning_rate")`` and ``result.coords``).
+Contract. :func:`loss_curves` and :func:`heatmap` draw on a matplotlib
+``Axes`` and return it, so figures compose; :func:`sweep_curves` lays out
+its own panels and returns the ``Figure``. With ``ax=None`` a function draws
+on a new ``matplotlib.figure.Figure`` outside pyplot's global state (nothing
+to close, no figure piles up in a loop): save it with
+``ax.figure.savefig(path)``, or show it in a notebook by evaluating it.
+
+Inputs are what gdjax returns or what its tables hold: a single
+:class:`~gdjax.FitResult`, a stacked one (leading axes are members, e.g.
+seeds), a sweep result with labelled axes (``result.axes`` such as
+``("seed", "learning_rate")`` and ``result.coords``), or a table in the long
+format (a pandas DataFrame, as ``result.to_pandas()`` gives, or a dict of
+equal-length NumPy columns): one row per member × epoch run, the coordinate
+columns first (``seed``, then swept names such as ``learning_rate``), then
+``epoch`` (1-based; a row at epoch 0 holds the initial loss and starts the
+curve), ``loss``, ``grad_norm`` and any of ``val_loss``, ``metric``, monitors,
+``steps``, ``examples`` or other columns to draw against. Results are read
+through the same table, built from their public attributes without pandas.
 Nothing is computed on the device; arrays are read on the host.
+
+A curve is a statistic over its members (seeds) at each epoch with a band:
+by default the median and the 10–90% quantiles, which stay inside the data
+and positive for a positive loss; the mean and the range; or the mean ± one
+standard deviation, of the logarithm on a log axis. Non-finite values (a
+diverged member) are left out; an epoch is drawn while one member has a
+value. Losses get a log y axis by default, legends and colour bars sit
+outside the data, and ordered values (learning rates, batch sizes) get an
+ordered colormap.
 
 matplotlib is optional (``pip install 'gdjax[plot]'``) and imported only when a
 function is called. With no display (no ``DISPLAY`` on Linux, as on CI) and no
 backend chosen by the user, the non-interactive Agg backend is selected.
-
-A curve is the mean over seeds at each epoch with a band around it: the range
-(``band="minmax"``) or the mean ± one standard deviation (``band="std"``).
-Entries after a member's last epoch are NaN in its history and are left out of
-the statistics; an epoch is drawn while at least one member ran it.
 """
 
 from __future__ import annotations
