@@ -42,6 +42,8 @@ def _need(module: str) -> None:
 def _run(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["JAX_PLATFORMS"] = "cpu"
+    # A user's first run: nothing in a compilation cache, and none left behind.
+    env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     out = subprocess.run(
         args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **kwargs
     )
@@ -91,7 +93,7 @@ def test_build_and_twine_check(dists):
     _need("twine")
     _run(
         [sys.executable, "-m", "twine", "check", "--strict", *map(str, dists.values())],
-        cwd=REPO,
+        cwd=dists["wheel"].parent,
     )
     version = _project_version()
     assert dists["wheel"].name == f"gdjax-{version}-py3-none-any.whl"
