@@ -642,6 +642,18 @@ def _draw_curve(ax, curve: _Curve, *, band, log, quantiles, color, label, lw=2.0
     return line, drawn
 
 
+def _plain_log_ticks(axis: Any) -> None:
+    """Log-axis tick labels as plain numbers (0.05, 1, 2), not 5×10⁻²."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x: float, pos: Any = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain(labelOnlyBase=False))
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
 def _finish_x(ax, x: str, xs: list[np.ndarray], xscale: str | None) -> None:
     if xscale is None:
         xscale = "log" if x == "steps" else "linear"
@@ -798,6 +810,8 @@ def loss_curves(
     ax.set_xlabel(xlabel or _X_LABELS.get(x, x))
     ax.set_ylabel(ylabel or _Y_LABELS.get(value, value))
     ax.set_yscale(yscale)
+    if yscale == "log":
+        _plain_log_ticks(ax.yaxis)
     _finish_x(ax, x, xs, xscale)
     ax.grid(True, which="major", alpha=0.3)
     if legend and ax.get_lines():
@@ -1009,6 +1023,8 @@ def sweep_curves(
             if c == 0:
                 ax.set_ylabel(ylab if nr == 1 else f"{ylab}")
     grid[0, 0].set_yscale(yscale)
+    if yscale == "log":
+        _plain_log_ticks(grid[0, 0].yaxis)
     _finish_x(grid[0, 0], x, xs, xscale)
     if color and ordered:
         _ordered_colorbar(fig, grid, colour_values, colours, color)
