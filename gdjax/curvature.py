@@ -162,6 +162,7 @@ def lanczos_extremes(
     k_start, k_restart = jax.random.split(key)
     norm0 = jnp.linalg.norm(v0)
     fallback = jax.random.normal(k_start, (p,), dtype)
+    z_restart = jax.random.normal(k_restart, (p,), dtype)
     q0 = jnp.where(
         norm0 > 0,
         v0 / jnp.where(norm0 > 0, norm0, 1),
@@ -181,7 +182,9 @@ def lanczos_extremes(
         b = jnp.linalg.norm(r)
         # An invariant Krylov space: restart with a random orthogonal direction.
         broke = b <= 4 * eps * scale
-        z = jax.random.normal(jax.random.fold_in(k_restart, j), (p,), dtype)
+        # Shifted copies of one Gaussian draw are independent directions (a
+        # draw per step would double the compiled loop).
+        z = jnp.roll(z_restart, j)
         z = _orthogonalize(basis, z)
         z = z / jnp.maximum(jnp.linalg.norm(z), jnp.finfo(dtype).tiny)
         nxt = jnp.where(broke, z, r / jnp.where(broke, 1, b))
