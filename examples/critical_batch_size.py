@@ -31,6 +31,7 @@ the nearby epochs, as the paper recommends).
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import time
 from typing import NamedTuple
@@ -309,7 +310,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few-second run")
     parser.add_argument("--out", default="./gdjax-out", help="folder for the PNG")
     args = parser.parse_args()
-    cfg = QUICK if args.quick else FULL
+    # GDJAX_EXAMPLE_QUICK=1 is how tests/test_examples.py asks for a short run.
+    quick = args.quick or os.environ.get("GDJAX_EXAMPLE_QUICK") == "1"
+    cfg = QUICK if quick else FULL
     r = run(cfg["batch_sizes"], cfg["lrs"])
     print(
         f"{len(r.batch_sizes)} batch sizes x {len(cfg['lrs'])} lrs: {r.seconds:.1f} s"

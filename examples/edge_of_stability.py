@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import pathlib
 import time
 from typing import NamedTuple
@@ -37,7 +38,7 @@ import gdjax as gd
 from gdjax import diagnostics
 
 FULL = {"etas": (0.07, 0.1, 0.13), "steps": 4000}
-QUICK = {"etas": (0.1, 0.13), "steps": 800}
+QUICK = {"etas": (0.1, 0.13), "steps": 1200}
 EVERY = 20  # steps between sharpness measurements
 WARM_ITERS = 3  # Lanczos steps per warm-started measurement
 N_EXAMPLES = 1000
@@ -200,7 +201,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few-second run")
     parser.add_argument("--out", default="./gdjax-out", help="folder for the PNG")
     args = parser.parse_args()
-    cfg = QUICK if args.quick else FULL
+    # GDJAX_EXAMPLE_QUICK=1 is how tests/test_examples.py asks for a short run.
+    quick = args.quick or os.environ.get("GDJAX_EXAMPLE_QUICK") == "1"
+    cfg = QUICK if quick else FULL
     r = run(cfg["etas"], cfg["steps"])
     print(
         f"{len(r.etas)} step sizes x {cfg['steps']} full-batch steps, λmax every "
