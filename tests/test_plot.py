@@ -357,10 +357,25 @@ def assert_readable(fig):
             assert y.size == 0 or (y0 <= y.min() and y.max() <= y1), line
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
-            labels = [t for t in axis.get_ticklabels() if t.get_text()]
+            labels = _shown_ticklabels(ax, axis, renderer)
             boxes = [t.get_window_extent(renderer) for t in labels]
             for a, b in zip(boxes, boxes[1:], strict=False):
                 assert not a.overlaps(b), [t.get_text() for t in labels]
+
+
+def _shown_ticklabels(ax, axis, renderer):
+    """The tick labels drawn: text at a tick inside the axes' view."""
+    frame = ax.get_window_extent(renderer)
+    shown = []
+    for t in axis.get_ticklabels():
+        if not t.get_text():
+            continue
+        box = t.get_window_extent(renderer)
+        mid = (box.x0 + box.x1) / 2 if axis is ax.xaxis else (box.y0 + box.y1) / 2
+        lo, hi = (frame.x0, frame.x1) if axis is ax.xaxis else (frame.y0, frame.y1)
+        if lo - 1 <= mid <= hi + 1:
+            shown.append(t)
+    return shown
 
 
 def _band_bounds(collection):
