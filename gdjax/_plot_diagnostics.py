@@ -26,7 +26,7 @@ def _axes(ax: Any):
             "gdjax's plots need matplotlib: pip install 'gdjax[plot]'."
         ) from e
     if ax is None:
-        ax = Figure(figsize=(6, 4), layout="constrained").subplots()
+        ax = Figure(figsize=(7.5, 4), layout="constrained").subplots()
     return ax
 
 
@@ -74,7 +74,7 @@ def plot_lr_range(result: Any, ax: Any = None):
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss after the budget")
     ax.set_title("learning-rate range test")
-    ax.legend(fontsize="small")
+    _legend_outside(ax)
     return ax
 
 
@@ -106,10 +106,10 @@ def plot_sharpness(history: Any, lr: float, ax: Any = None, *, name: str = "shar
     ax = _axes(ax)
     values = history.monitors[name] if hasattr(history, "monitors") else history
     values = np.asarray(values, float)
-    epochs = np.flatnonzero(np.isfinite(values))
+    rows = np.flatnonzero(np.isfinite(values))
     ax.plot(
-        epochs,
-        float(lr) * values[epochs],
+        rows + 1,  # history row r holds epoch r + 1
+        float(lr) * values[rows],
         "-",
         color="C0",
         label=r"$\eta\,\lambda_{\max}$",
@@ -118,5 +118,12 @@ def plot_sharpness(history: Any, lr: float, ax: Any = None, *, name: str = "shar
     ax.set_xlabel("epoch")
     ax.set_ylabel(r"$\eta\,\lambda_{\max}$")
     ax.set_title("sharpness (edge of stability)")
-    ax.legend(fontsize="small")
+    _legend_outside(ax)
     return ax
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, where it covers no data."""
+    ax.legend(
+        loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize="small"
+    )

@@ -3,10 +3,18 @@
 ``gdjax demo`` races plain (full-batch), mini-batch and stochastic gradient
 descent on the built-in 8×8 digits: the same small MLP, the same initial
 parameters for each seed, the same number of epochs (so every regime sees the
-same number of examples), each regime one vmapped sweep over the seeds. It
-prints a table (final training loss and test accuracy, mean ± std over seeds;
-epochs; gradient evaluations; wall time and throughput), and writes a picture
-(``demo.png``) and the numbers behind it (``demo.json``) to ``--out``.
+same number of examples). Each regime is one vmapped sweep over the seeds and
+a few learning rates (``gd.sweep``); the rate with the lowest mean final
+training loss over the seeds (``SweepResult.best``) is the one shown, unless a
+rate is given on the command line. It prints a table (final training loss and
+test accuracy, mean ± std over seeds; epochs; gradient evaluations; wall time
+and throughput), and writes a picture (``demo.png``: loss from the initial
+parameters against examples seen, gradient evaluations and wall-clock
+seconds) and the numbers behind it (``demo.json``) to ``--out``.
+
+The command uses only gdjax's public API (``import gdjax as gd``), like any
+user's script. JAX's persistent compilation cache (under the user's cache
+folder, ``--no-cache`` to skip it) makes a second run start faster.
 
 Contract for the command line: bad input (an unknown dataset, zero seeds, a
 non-positive or non-finite learning rate, a batch larger than the training set,
@@ -43,15 +51,26 @@ DEFAULT_SEEDS = 5
 DEFAULT_EPOCHS = 30
 DEFAULT_BATCH = 32
 DEFAULT_HIDDEN = 32
-# Picked by hand on this problem, each a little below where its regime turns
+# Each regime's candidate learning rates, swept in one vmapped program: a factor
+# of 2 around a rate picked by hand a little below where the regime turns
 # erratic (measured with 5 seeds: full batch oscillates at 1.0 and diverges at
 # 2.0; mini-batch 32 spikes at 0.3; stochastic spikes at 0.05).
-DEFAULT_LR = {"full batch": 0.7, "mini-batch": 0.1, "stochastic": 0.02}
+DEFAULT_RATES = {
+    "full batch": (0.35, 0.7, 1.4),
+    "mini-batch": (0.05, 0.1, 0.2),
+    "stochastic": (0.01, 0.02, 0.04),
+}
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 COLORS = {"full batch": "#0072B2", "mini-batch": "#009E73", "stochastic": "#D55E00"}
 RESULTS_JSON = "demo.json"
 PICTURE_PNG = "demo.png"
-_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+# Tracing, lowering and XLA compilation: what a second run with the same
+# shapes skips (and the persistent cache mostly skips across processes).
+_COMPILE_EVENTS = frozenset(
+    f"/jax/core/compile/{name}_duration"
+    for name in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile")
+)
+CACHE_MIN_COMPILE_S = 0.5  # programs that compile faster are not worth a file
 
 
 # --------------------------------------------------------------------- arguments
@@ -112,10 +131,12 @@ def _parser() -> _Parser:
         help="race full-batch, mini-batch and stochastic descent on the digits",
         description="Train the same small MLP on the built-in 8x8 digits with "
         "full-batch, mini-batch and stochastic gradient descent, over several "
-        "seeds (each regime one vmapped program), for the same number of "
-        "epochs. Prints a table, writes a picture (demo.png) and the numbers "
-        "behind it (demo.json) to --out. About 20 s on 2 CPU cores with the "
-        "defaults, most of it compilation.",
+        "seeds and three learning rates (each regime one vmapped program; the "
+        "rate with the lowest final training loss is shown), for the same "
+        "number of epochs. Prints a table, writes a picture (demo.png) and the "
+        "numbers behind it (demo.json) to --out. About 20 s on 2 CPU cores with "
+        "the defaults, most of it compilation; a second run reads the compiled "
+        "programs from JAX's persistent cache.",
         epilog="examples: gdjax demo | gdjax demo --seeds 8 --epochs 50 --out "
         "runs/a | gdjax demo --lr 0.05 --batch-size 128 | gdjax demo --hidden 0 "
         "(softmax regression)",
@@ -149,22 +170,23 @@ def _parser() -> _Parser:
         type=_learning_rate,
         default=None,
         metavar="LR",
-        help="one learning rate for all three regimes (default: a rate per "
-        "regime, see below)",
+        help="one learning rate for all three regimes (default: each regime "
+        "sweeps three rates and keeps the one with the lowest final training "
+        "loss, see below)",
     )
     for name, flag in (
         ("full-batch", "--lr-full"),
         ("mini-batch", "--lr-minibatch"),
         ("stochastic", "--lr-stochastic"),
     ):
-        default = DEFAULT_LR[name.replace("full-batch", "full batch")]
+        rates = DEFAULT_RATES[name.replace("full-batch", "full batch")]
         demo.add_argument(
             flag,
             type=_learning_rate,
             default=None,
             metavar="LR",
-            help=f"learning rate of {name} descent; overrides --lr (default "
-            f"{default:g})",
+            help=f"learning rate of {name} descent; overrides --lr (default: "
+            f"the best of {', '.join(f'{r:g}' for r in rates)})",
         )
     demo.add_argument(
         "--batch-size",
@@ -195,6 +217,12 @@ def _parser() -> _Parser:
         action="store_true",
         help="skip the picture (also skipped, with a note, when matplotlib is "
         "not installed: pip install 'gdjax[plot]')",
+    )
+    demo.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (default: on, in "
+        f"{_cache_dir_shown()}; a second run then compiles almost nothing)",
     )
     demo.add_argument(
         "--quiet",
@@ -263,97 +291,112 @@ def _write_atomic(path: str, write: Callable[[Any], None], mode: str = "w") -> N
         raise
 
 
+# ------------------------------------------------------------ compilation cache
+
+
+def _cache_dir() -> str:
+    """The folder for JAX's persistent compilation cache, under the user's cache
+    folder: ``$XDG_CACHE_HOME`` or ``~/.cache`` (``~/Library/Caches`` on macOS,
+    ``%LOCALAPPDATA%`` on Windows), then ``gdjax/jax``."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser(
+            os.path.join("~", "AppData", "Local")
+        )
+    elif sys.platform == "darwin":
+        base = os.path.expanduser(os.path.join("~", "Library", "Caches"))
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser(
+            os.path.join("~", ".cache")
+        )
+    return os.path.join(base, "gdjax", "jax")
+
+
+def _cache_dir_shown() -> str:
+    path, home = _cache_dir(), os.path.expanduser("~")
+    if path.startswith(home + os.sep):
+        path = "~" + path[len(home) :]
+    return path.replace("%", "%%")  # argparse formats help with %
+
+
+def _use_cache(enabled: bool) -> str | None:
+    """Turn on JAX's persistent compilation cache; the folder, or None.
+
+    JAX decides once per process, at its first compilation, whether the cache
+    is used: call this before anything compiles. It stays on for the rest of
+    the process (the command's whole life).
+    """
+    if not enabled:
+        return None
+    path = _cache_dir()
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        print(
+            f"note: no compilation cache ({path}: {e.strerror or e})", file=sys.stderr
+        )
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    return path
+
+
 # -------------------------------------------------------------------- the sweep
 
 
 @functools.cache
 def _compile_clock() -> list[float]:
-    """Seconds of XLA compilation so far in this process (one listener, once)."""
+    """Seconds of tracing and compilation so far in this process (one listener)."""
     import jax
 
     total = [0.0]
 
     def listener(event: str, duration: float, **kwargs: Any) -> None:
         del kwargs
-        if event == _COMPILE_EVENT:
+        if event in _COMPILE_EVENTS:
             total[0] += duration
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     return total
 
 
-def _seed_sweep(
-    loss: Callable,
-    init: Callable,
-    data: Any,
-    transform: Any,
-    *,
-    seeds: Sequence[int],
-    epochs: int,
-    regime: Any,
-    chunk_epochs: int,
-    callback: Callable[[Any], Any] | None,
-    **fit_kwargs: Any,
-) -> Any:
-    """One vmapped run per seed, ``gd.sweep.sweep``: a FitResult stacked over seeds.
-
-    The only place the command touches the sweep machinery. Seed ``s`` draws
-    its initial parameters from ``gd.sweep.seed_keys(s)[0]``, so the three
-    regimes start from the same parameters for the same seed.
-    """
-    from gdjax import sweep
-
-    result = sweep.sweep(
-        loss,
-        init,
-        data,
-        transform,
-        seeds=list(seeds),
-        epochs=epochs,
-        regime=regime,
-        chunk_epochs=chunk_epochs,
-        callback=callback,
-        **fit_kwargs,
-    )
-    if result.axes != ("seed",):  # pragma: no cover - a contract check
-        raise AssertionError(f"expected a sweep over seeds only, got {result.axes}")
-    return result.result
-
-
 # ------------------------------------------------------------------------- demo
 
 
 class _Race(NamedTuple):
-    """One regime's outcome, on the host."""
+    """One regime's outcome at its chosen learning rate, on the host."""
 
     name: str
     describe: str
     batch_size: int
-    learning_rate: float
+    learning_rate: float  # the chosen one
+    candidates: tuple[float, ...]  # the rates swept
+    selection: list[dict]  # SweepResult.summary(): one row per candidate
     steps_per_epoch: int
-    train_loss: np.ndarray  # (seeds, epochs): full training set, after each epoch
-    batch_loss: np.ndarray  # (seeds, epochs): mean of the epoch's batch losses
-    test_loss: np.ndarray  # (seeds, epochs)
-    test_accuracy: np.ndarray  # (seeds, epochs)
+    epochs: np.ndarray  # (rows,): the epoch of each history row
+    train_loss: np.ndarray  # (seeds, rows): full training set, after each epoch
+    batch_loss: np.ndarray  # (seeds, rows): mean of the epoch's batch losses
+    test_loss: np.ndarray  # (seeds, rows)
+    test_accuracy: np.ndarray  # (seeds, rows)
+    final_train_loss: np.ndarray  # (seeds,): last finite value of train_loss
+    final_test_loss: np.ndarray  # (seeds,)
+    final_test_accuracy: np.ndarray  # (seeds,)
     epochs_run: np.ndarray  # (seeds,)
     steps: np.ndarray  # (seeds,)
     failed: np.ndarray  # (seeds,) bool
     reasons: list[str]
+    seconds: np.ndarray  # (rows + 1,): run time at epoch 0 and each row's epoch
+    members: int  # members of the sweep (seeds x candidates)
+    total_steps: int  # gradient steps of all members
     wall_s: float
     compile_s: float
-    result: Any  # the stacked FitResult
-
-
-def _last(values: np.ndarray) -> np.ndarray:
-    """Each row's last finite value (NaN if none)."""
-    finite = np.isfinite(values)
-    idx = values.shape[-1] - 1 - np.argmax(finite[..., ::-1], axis=-1)
-    out = np.take_along_axis(values, idx[..., None], axis=-1)[..., 0]
-    return np.where(finite.any(-1), out, np.nan)
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
-    v = values[np.isfinite(values)]
+    """Mean and standard deviation of the finite entries (NaN if none)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
     if v.size == 0:
         return float("nan"), float("nan")
     return float(v.mean()), float(v.std())
@@ -420,7 +463,7 @@ class _Progress:
 def _race(
     name: str,
     regime: Any,
-    lr: float,
+    rates: Sequence[float],
     *,
     index: int,
     total: int,
@@ -428,28 +471,40 @@ def _race(
     args: argparse.Namespace,
     progress: _Progress,
 ) -> _Race:
-    import jax
-
+    """One regime: a vmapped sweep over seeds x ``rates``, the best rate kept."""
     import gdjax as gd
 
     n = problem["n_train"]
     plan = gd.batching.plan(regime, n)
-    title = f"[{index}/{total}] {name} (B={plan.batch_size}, lr={lr:g})"
-    progress.start(title, args.epochs)
-
-    def callback(state: Any) -> bool:
-        progress.update(state)
-        return False
+    shown = (
+        f"lr={rates[0]:g}"
+        if len(rates) == 1
+        else "lr in {" + ", ".join(f"{r:g}" for r in rates) + "}"
+    )
+    progress.start(
+        f"[{index}/{total}] {name} (B={plan.batch_size}, {shown})", args.epochs
+    )
 
     clock = _compile_clock()
     compiled_before = clock[0]
     start = time.perf_counter()
-    result = _seed_sweep(
+    # (epochs done, seconds of running so far, compilation excluded)
+    marks = {0: 0.0}
+
+    def callback(state: Any) -> bool:
+        progress.update(state)
+        done = int(np.max(np.asarray(state.epoch)))  # waits for the chunk
+        marks[done] = time.perf_counter() - start - (clock[0] - compiled_before)
+        return False
+
+    seeds = list(range(args.seeds))
+    sw = gd.sweep(
         problem["loss"],
         problem["init"],
         problem["train"],
-        gd.sgd(lr),
-        seeds=range(args.seeds),
+        gd.sgd(rates[0]),
+        seeds=seeds,
+        hyperparams={"learning_rate": list(rates)},
         epochs=args.epochs,
         regime=regime,
         chunk_epochs=max(1, math.ceil(args.epochs / 30)),
@@ -458,31 +513,83 @@ def _race(
         metric=problem["metric"],
         monitors={"train_loss": problem["loss"]},
     )
-    result = jax.block_until_ready(result)
     wall = time.perf_counter() - start
     compile_s = min(clock[0] - compiled_before, wall)
-    progress.finish(wall, int(np.max(result.epoch)))
+    done = int(np.max(np.asarray(sw.result.epoch)))
+    marks[done] = wall - compile_s
+    progress.finish(wall, done)
 
-    status = np.asarray(result.status).reshape(-1)
-    reasons = [gd.stopping.Status(int(s)).message for s in status]
+    try:
+        best, _ = sw.best()  # lowest mean final training loss, no failed seed
+        lr = float(best["learning_rate"])
+    except ValueError:  # every candidate failed on some seed: show the smallest
+        lr = float(min(rates))
+    j = int(np.argmin([abs(r - lr) for r in rates]))
+    members = [sw.member(i, j) for i in range(len(seeds))]
+
+    def per_seed(get: Callable[[Any], Any]) -> np.ndarray:
+        return np.stack([np.asarray(get(m), float) for m in members])
+
+    epochs = gd.plot.history_epochs(sw)
+    done_at, seconds_at = zip(*sorted(marks.items()), strict=True)
+    status = [int(m.status) for m in members]
     return _Race(
         name=name,
         describe=regime.describe(),
         batch_size=plan.batch_size,
         learning_rate=lr,
+        candidates=tuple(float(r) for r in rates),
+        selection=sw.summary(),
         steps_per_epoch=plan.steps,
-        train_loss=np.asarray(result.history.monitors["train_loss"], float),
-        batch_loss=np.asarray(result.history.loss, float),
-        test_loss=np.asarray(result.history.val_loss, float),
-        test_accuracy=np.asarray(result.history.metric, float),
-        epochs_run=np.asarray(result.epoch).reshape(-1),
-        steps=np.asarray(result.steps).reshape(-1),
-        failed=status >= int(gd.stopping.Status.NONFINITE_LOSS),
-        reasons=reasons,
+        epochs=epochs,
+        train_loss=per_seed(lambda m: m.history.monitors["train_loss"]),
+        batch_loss=per_seed(lambda m: m.history.loss),
+        test_loss=per_seed(lambda m: m.history.val_loss),
+        test_accuracy=per_seed(lambda m: m.history.metric),
+        final_train_loss=gd.plot.final_values(sw, "train_loss")[:, j],
+        final_test_loss=gd.plot.final_values(sw, "val_loss")[:, j],
+        final_test_accuracy=gd.plot.final_values(sw, "metric")[:, j],
+        epochs_run=np.array([int(m.epoch) for m in members]),
+        steps=np.array([int(m.steps) for m in members]),
+        failed=np.array([bool(m.failed) for m in members]),
+        reasons=[gd.stopping.Status(s).message for s in status],
+        seconds=np.interp(np.r_[0, epochs], done_at, seconds_at),
+        members=int(np.size(sw.result.epoch)),
+        total_steps=int(np.sum(sw.result.steps)),
         wall_s=wall,
         compile_s=compile_s,
-        result=result,
     )
+
+
+def _initial_loss(problem: dict, seeds: int) -> np.ndarray:
+    """The training loss at each seed's initial parameters (epoch 0).
+
+    ``gd.sweep`` draws seed ``s``'s parameters with ``init(gd.seed_keys(s)[0])``;
+    the same key here gives the same parameters. One small compiled program,
+    reused by a second demo in the same process (``_problem`` is cached).
+    """
+    import jax.numpy as jnp
+
+    import gdjax as gd
+
+    keys = jnp.stack([gd.seed_keys(s)[0] for s in range(seeds)])
+    return np.asarray(
+        _losses_at_init(problem["init"], problem["loss"], keys, problem["train"])
+    )
+
+
+@functools.cache
+def _jitted_losses_at_init() -> Callable:
+    import jax
+
+    def losses(init: Callable, loss: Callable, keys: Any, data: Any) -> Any:
+        return jax.vmap(lambda key: loss(init(key), data))(keys)
+
+    return jax.jit(losses, static_argnums=(0, 1))
+
+
+def _losses_at_init(init: Callable, loss: Callable, keys: Any, data: Any) -> Any:
+    return _jitted_losses_at_init()(init, loss, keys, data)
 
 
 @functools.lru_cache(maxsize=4)
@@ -514,17 +621,15 @@ def _model_name(widths: list[int]) -> str:
 
 
 def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    lrs = {
-        name: getattr(args, flag) or args.lr or DEFAULT_LR[name]
+    fixed = {
+        name: getattr(args, flag) or args.lr
         for name, flag in (
             ("full batch", "lr_full"),
             ("mini-batch", "lr_minibatch"),
             ("stochastic", "lr_stochastic"),
         )
     }
-    import jax
-
-    import gdjax as gd
+    rates = {name: (lr,) if lr else DEFAULT_RATES[name] for name, lr in fixed.items()}
 
     problem = _problem(args.hidden)
     if args.batch_size > problem["n_train"]:
@@ -533,6 +638,12 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"digits training set), got {args.batch_size}"
         )
     out = _check_out(parser, args.out)
+    cache = _use_cache(not args.no_cache)  # before anything compiles
+
+    import jax
+
+    import gdjax as gd
+
     regimes = [
         ("full batch", gd.full_batch()),
         ("mini-batch", gd.minibatch(args.batch_size)),
@@ -552,7 +663,7 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _race(
             name,
             regime,
-            lrs[name],
+            rates[name],
             index=i,
             total=len(regimes),
             problem=problem,
@@ -561,14 +672,15 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
         for i, (name, regime) in enumerate(regimes, start=1)
     ]
+    initial = _initial_loss(problem, args.seeds)
     if not args.quiet:
         print()
         print(_table(races, args.seeds, problem["n_test"]))
-    record = _record(races, problem, args, header)
+    record = _record(races, problem, args, header, initial, cache)
     written = []
     if not args.no_plot:
         try:
-            figure = _figure(races, problem, args)
+            figure = _figure(races, problem, args, initial)
         except ImportError as e:
             print(f"note: skipped the picture: {e}", file=sys.stderr)
         else:
@@ -615,8 +727,8 @@ def _table(races: list[_Race], seeds: int, n_test: int) -> str:
     rows = []
     notes = []
     for r in races:
-        loss_m, loss_s = _mean_std(_last(r.train_loss))
-        acc_m, acc_s = _mean_std(_last(r.test_accuracy))
+        loss_m, loss_s = _mean_std(r.final_train_loss)
+        acc_m, acc_s = _mean_std(r.final_test_accuracy)
         run_s = max(r.wall_s - r.compile_s, 1e-9)
         epochs = (
             f"{r.epochs_run.min()}"
@@ -634,7 +746,7 @@ def _table(races: list[_Race], seeds: int, n_test: int) -> str:
                 f"{int(r.steps.max()):,}",
                 f"{r.wall_s:.2f}",
                 f"{r.compile_s:.2f}",
-                f"{int(r.steps.sum()) / run_s:,.0f}",
+                f"{r.total_steps / run_s:,.0f}",
             ]
         )
         if r.failed.any():
@@ -655,13 +767,24 @@ def _table(races: list[_Race], seeds: int, n_test: int) -> str:
     text = [line(heads), line(["-" * w for w in widths])]
     text += [line(row) for row in rows]
     text.append("")
+    swept = [r for r in races if len(r.candidates) > 1]
+    if swept:
+        text.append(
+            "lr: the rate with the lowest final training loss (mean over seeds) "
+            "among "
+            + "; ".join(
+                f"{r.name} {', '.join(f'{c:g}' for c in r.candidates)}" for r in swept
+            )
+            + " (one vmapped sweep per regime)."
+        )
     text.append(
         "train loss: cross-entropy on the whole training set after the last epoch; "
         f"test acc: on the {n_test} held-out images."
     )
     text.append(
         "grad evals: gradient steps per seed (a step averages the gradient over "
-        "its batch); steps/s: over all seeds, wall time less compile time."
+        "its batch); wall s and steps/s: every member of the regime's sweep "
+        "(seeds x rates) together, steps/s without compile time."
     )
     text += notes
     return "\n".join(text)
@@ -673,29 +796,43 @@ def _finite_list(values: np.ndarray) -> list:
     return np.where(np.isfinite(arr), arr, None).tolist()
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def _stats(values: np.ndarray) -> dict:
     mean, std = _mean_std(values)
     return {
-        "mean": mean if math.isfinite(mean) else None,
-        "std": std if math.isfinite(std) else None,
+        "mean": _finite(mean),
+        "std": _finite(std),
         "per_seed": _finite_list(values),
     }
 
 
 def _curve(values: np.ndarray) -> dict:
-    from gdjax.plot import _nan_stats
-
-    mean, std, lo, hi, _ = _nan_stats(values, axis=0)
+    """Statistics over seeds (rows) at each epoch, of the finite entries."""
+    masked = np.ma.masked_invalid(np.asarray(values, float))
     return {
-        "mean": _finite_list(mean),
-        "std": _finite_list(std),
-        "min": _finite_list(lo),
-        "max": _finite_list(hi),
+        "mean": _finite_list(masked.mean(0).filled(np.nan)),
+        "std": _finite_list(masked.std(0).filled(np.nan)),
+        "min": _finite_list(masked.min(0).filled(np.nan)),
+        "max": _finite_list(masked.max(0).filled(np.nan)),
         "per_seed": _finite_list(values),
     }
 
 
-def _record(races: list[_Race], problem: dict, args, header: str) -> dict:
+def _record(
+    races: list[_Race],
+    problem: dict,
+    args,
+    header: str,
+    initial: np.ndarray,
+    cache: str | None,
+) -> dict:
     import jax
 
     n = problem["n_train"]
@@ -710,6 +847,7 @@ def _record(races: list[_Race], problem: dict, args, header: str) -> dict:
         "jax_version": jax.__version__,
         "platform": f"{_device_name(device)}, "
         f"{os.cpu_count()} CPU cores, Python {platform.python_version()}",
+        "compilation_cache": cache,
         "dataset": {
             "name": "digits",
             "n_train": n,
@@ -725,35 +863,38 @@ def _record(races: list[_Race], problem: dict, args, header: str) -> dict:
         },
         "seeds": list(range(args.seeds)),
         "epochs": args.epochs,
+        "initial_train_loss": _stats(initial),
         "regimes": [_regime_record(r, n) for r in races],
     }
 
 
 def _regime_record(r: _Race, n: int) -> dict:
-    from gdjax.plot import history_epochs
-
-    epochs = history_epochs(r.result)
+    epochs = np.asarray(r.epochs)
     return {
         "name": r.name,
         "regime": r.describe,
         "batch_size": r.batch_size,
         "learning_rate": r.learning_rate,
+        "learning_rate_candidates": list(r.candidates),
+        "selection": [{k: _finite(v) for k, v in row.items()} for row in r.selection],
         "steps_per_epoch": r.steps_per_epoch,
-        "final_train_loss": _stats(_last(r.train_loss)),
-        "final_test_loss": _stats(_last(r.test_loss)),
-        "final_test_accuracy": _stats(_last(r.test_accuracy)),
+        "final_train_loss": _stats(r.final_train_loss),
+        "final_test_loss": _stats(r.final_test_loss),
+        "final_test_accuracy": _stats(r.final_test_accuracy),
         "epochs_run": r.epochs_run.tolist(),
         "gradient_evaluations": r.steps.tolist(),
         "examples_seen": (r.epochs_run * n).tolist(),
         "diverged": int(r.failed.sum()),
         "stop_reasons": r.reasons,
+        "members": r.members,
         "wall_time_s": r.wall_s,
         "compile_time_s": r.compile_s,
-        "steps_per_second": float(r.steps.sum()) / max(r.wall_s - r.compile_s, 1e-9),
+        "steps_per_second": r.total_steps / max(r.wall_s - r.compile_s, 1e-9),
         "curves": {
             "epoch": epochs.tolist(),
             "examples_seen": (epochs * n).tolist(),
             "gradient_evaluations": (epochs * r.steps_per_epoch).tolist(),
+            "seconds": _finite_list(r.seconds[1:]),
             "train_loss": _curve(r.train_loss),
             "batch_loss": _curve(r.batch_loss),
             "test_loss": _curve(r.test_loss),
@@ -762,43 +903,88 @@ def _regime_record(r: _Race, n: int) -> dict:
     }
 
 
-def _figure(races: list[_Race], problem: dict, args):
-    """The two-panel picture (a matplotlib Figure, not registered with pyplot)."""
-    from gdjax import plot
+def _curve_table(r: _Race, initial: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """The regime's training-loss curves in gd.plot's long format, from epoch 0."""
+    seeds = len(initial)
+    epochs = np.r_[0, r.epochs]
+    return {
+        "seed": np.repeat(np.arange(seeds), len(epochs)),
+        "epoch": np.tile(epochs, seeds),
+        "train_loss": np.column_stack([initial, r.train_loss]).ravel(),
+        "examples": np.tile(epochs * n, seeds),
+        "steps": np.tile(epochs * r.steps_per_epoch, seeds),
+        "seconds": np.tile(r.seconds, seeds),
+    }
 
-    plot._matplotlib()  # ImportError with the install hint when matplotlib is absent
-    from matplotlib.figure import Figure
+
+def _figure(races: list[_Race], problem: dict, args, initial: np.ndarray):
+    """The three-panel picture (a matplotlib Figure, not registered with pyplot)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError(
+            "the picture needs matplotlib: pip install 'gdjax[plot]'."
+        ) from e
+
+    import gdjax as gd
 
     n = problem["n_train"]
-    fig = Figure(figsize=(11, 4.6), dpi=100, layout="constrained")
-    left, right = fig.subplots(1, 2, sharey=True)
-    results = {
-        f"{r.name} (B={r.batch_size}, lr={r.learning_rate:g})": r.result for r in races
-    }
-    colors = {label: COLORS[r.name] for label, r in zip(results, races, strict=True)}
+    fig = Figure(figsize=(15, 5.0), dpi=100, layout="constrained")
+    by_examples, by_steps, by_time = fig.subplots(1, 3)
+    tables, colors = {}, {}
+    for r in races:
+        picked = (
+            f", best of {'/'.join(f'{c:g}' for c in r.candidates)}"
+            if len(r.candidates) > 1
+            else ""
+        )
+        label = f"{r.name} (B={r.batch_size}, lr={r.learning_rate:g}{picked})"
+        tables[label] = _curve_table(r, initial, n)
+        colors[label] = COLORS[r.name]
     ylabel = "training loss (cross-entropy, whole training set)"
-    common = dict(value="train_loss", colors=colors, band="minmax", ylabel=ylabel)
-    plot.loss_curves(
-        results, left, x="examples", examples_per_epoch=n, legend=False, **common
+    common = dict(value="train_loss", colors=colors, ylabel=ylabel, legend=False)
+    gd.plot.loss_curves(tables, by_examples, x="examples", **common)
+    gd.plot.loss_curves(tables, by_steps, x="steps", **common)
+    members = max(r.members for r in races)
+    gd.plot.loss_curves(
+        tables,
+        by_time,
+        x="seconds",
+        xlabel="wall-clock seconds (compilation excluded)",
+        **common,
     )
-    plot.loss_curves(results, right, x="steps", legend=False, **common)
+    bottom = min(ax.get_ylim()[0] for ax in (by_examples, by_steps, by_time))
+    top = max(ax.get_ylim()[1] for ax in (by_examples, by_steps, by_time))
+    for ax in (by_examples, by_steps, by_time):
+        ax.set_ylim(bottom, top)
+    by_examples.set_title("per example seen (the same data for all)")
+    by_steps.set_title("per gradient evaluation (step)")
+    by_time.set_title(f"per second ({members} members in one program)")
     fig.legend(
-        *left.get_legend_handles_labels(),
+        *by_examples.get_legend_handles_labels(),
         loc="outside lower center",
-        ncol=len(results),
+        ncol=len(tables),
         frameon=False,
     )
-    right.set_ylabel("")
-    right.tick_params(labelleft=True)
     # The epoch scale on top of the examples axis (examples seen = epochs x n).
-    top = left.secondary_xaxis("top", functions=(lambda x: x / n, lambda e: e * n))
-    top.set_xlabel("epoch")
+    top_axis = by_examples.secondary_xaxis(
+        "top", functions=(lambda x: x / n, lambda e: e * n)
+    )
+    top_axis.set_xlabel("epoch")
     seeds = args.seeds
-    band = "min–max band" if seeds > 1 else "a single seed"
+    band = "median and 10–90% band" if seeds > 1 else "a single seed"
+    swept = any(len(r.candidates) > 1 for r in races)
+    how = (
+        "each regime's learning rate: the lowest final training loss in a vmapped "
+        "sweep over a few rates"
+        if swept
+        else "learning rates as given"
+    )
     fig.suptitle(
-        "Full-batch, mini-batch and stochastic gradient descent on the 8×8 digits\n"
-        f"{_model_name(problem['widths'])}, n = {n:,} training images; "
-        f"mean and {band} over {seeds} seed{'s' * (seeds != 1)}",
+        "Full-batch, mini-batch and stochastic gradient descent on the 8×8 digits: "
+        f"{_model_name(problem['widths'])}, n = {n:,}\n"
+        f"{band} over {seeds} seed{'s' * (seeds != 1)}, from the initial "
+        f"parameters (epoch 0); {how}",
         fontsize=11,
     )
     return fig

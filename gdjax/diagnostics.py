@@ -18,8 +18,9 @@ Contract. Every measurement here is a pure function of ``(loss, params, batch)``
 
 What it measures:
 
-* curvature: :func:`sharpness` (top Hessian eigenvalue, power iteration on
-  Hessian-vector products) and :func:`hessian_trace` (Hutchinson);
+* curvature: :func:`sharpness` (the signed largest or smallest Hessian
+  eigenvalue, Lanczos on Hessian-vector products, :mod:`gdjax.curvature`, with
+  a residual and a warm start) and :func:`hessian_trace` (Hutchinson);
 * step size: :func:`auto_learning_rate` (:math:`1/L` and the stability bound
   :math:`2/L`), :func:`fit_auto_step` (``gd.fit`` re-estimating :math:`1/L`
   between compiled chunks) and :func:`lr_range_test` (every learning rate of a
@@ -69,7 +70,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from gdjax import _validate as V
-from gdjax import batching, loop, runs, spec, transforms
+from gdjax import batching, curvature, loop, runs, spec, transforms
 from gdjax._typing import ArrayLike, Batch, Key, LossFn, Params, PyTree
 from gdjax.results import FitResult
 from gdjax.spec import Driving, Recording, Stopping
@@ -78,6 +79,7 @@ from gdjax.stopping import Status
 __all__ = [
     "AutoLearningRate",
     "AutoStepResult",
+    "HessianEigen",
     "LRRangeResult",
     "NoiseScale",
     "auto_learning_rate",
@@ -177,83 +179,156 @@ def hvp(loss: LossFn, params: Params, batch: Batch, vector: Params) -> Params:
 
 def _flat_hvp(loss: LossFn, params: Params, batch: Batch):
     """(flat params, v -> H v on flat vectors); the forward pass runs once."""
-    flat, unravel = ravel_pytree(params)
+    return curvature.flat_hvp(loss, params, batch)
 
-    def flat_grad(x):
-        return ravel_pytree(jax.grad(loss)(unravel(x), batch))[0]
 
-    _, product = jax.linearize(flat_grad, flat)
-    return flat, product
+_WHICH = ("largest", "smallest")
+
+
+class HessianEigen(NamedTuple):
+    r"""What :func:`sharpness` returns with ``full_output=True``.
+
+    Attributes:
+      value: the Ritz value :math:`\hat\lambda` (signed).
+      vector: its unit eigenvector estimate, a pytree like ``params``: pass it
+        back as ``init_vector=`` to warm-start the next measurement.
+      residual: :math:`\lVert H y - \hat\lambda y\rVert`: an eigenvalue of
+        :math:`H` lies within this distance of ``value`` (Krylov-Weinstein).
+      converged: ``residual <= tol * max(|ritz values|)``.
+    """
+
+    value: jax.Array
+    vector: Params
+    residual: jax.Array
+    converged: jax.Array
+
+
+def _eigen(loss, params, batch, key, init_vector, iters, which, tol):
+    _, unravel = ravel_pytree(params)
+    if init_vector is not None:
+        init_vector = ravel_pytree(init_vector)[0]
+    out = curvature.hessian_extremes(
+        loss, params, batch, iters=iters, key=key, init_vector=init_vector, tol=tol
+    )
+    pair = out.largest if which == "largest" else out.smallest
+    return HessianEigen(pair.value, unravel(pair.vector), pair.residual, pair.converged)
+
+
+_eigen_jit = jax.jit(_eigen, static_argnames=("loss", "iters", "which", "tol"))
 
 
 def _sharpness(loss, params, batch, key, iters):
-    flat, product = _flat_hvp(loss, params, batch)
-    v = jax.random.normal(key, flat.shape, flat.dtype)
-    v = v / jnp.linalg.norm(v)
-
-    def body(_, v):
-        w = product(v)
-        norm = jnp.linalg.norm(w)
-        # A zero Hessian (or a probe in its null space) keeps v: its quotient is 0.
-        return jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), v)
-
-    v = jax.lax.fori_loop(0, iters, body, v)
-    return jnp.vdot(v, product(v))
+    return _eigen(loss, params, batch, key, None, iters, "largest", 1e-3).value
 
 
 _sharpness_jit = jax.jit(_sharpness, static_argnames=("loss", "iters"))
 
 
-def sharpness(
-    loss: LossFn, params: Params, batch: Batch, *, key: Key, iters: int = 20
-) -> jax.Array:
-    r"""The sharpness :math:`\lambda_{\max}(\nabla^2 L)`, by power iteration.
+def _check_which(which: Any) -> str:
+    if which not in _WHICH:
+        raise ValueError(f"which must be one of {_WHICH}, got {which!r}.")
+    return which
 
-    Starting from a Gaussian :math:`v_0` drawn from ``key``,
+
+def _check_tol(tol: Any) -> float:
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not (0 < tol < 1):
+        raise ValueError(f"tol must be a float in (0, 1), got {tol!r}.")
+    return float(tol)
+
+
+def sharpness(
+    loss: LossFn,
+    params: Params,
+    batch: Batch,
+    *,
+    key: Key | None = None,
+    iters: int = 20,
+    which: str = "largest",
+    init_vector: Params | None = None,
+    tol: float = 1e-3,
+    full_output: bool = False,
+) -> jax.Array | HessianEigen:
+    r"""The sharpness :math:`\lambda_{\max}(\nabla^2 L)` (signed), by Lanczos.
+
+    :math:`K` = ``iters`` steps of Lanczos with full reorthogonalization
+    (:func:`gdjax.curvature.lanczos_extremes`) on Hessian-vector products
+    (:func:`hvp`; ``jax.linearize`` so the gradient's forward pass is done
+    once) in the flattened parameters, from a start vector :math:`v_0`
+    (a Gaussian draw from ``key``, or ``init_vector``):
 
     .. math::
-      v_{k+1} = \frac{H v_k}{\lVert H v_k \rVert}, \quad k < K, \qquad
-      \hat\lambda = v_K^\top H v_K,
+      \mathcal{K}_K = \operatorname{span}\{v_0, H v_0, \dots, H^{K-1} v_0\},
+      \qquad \hat\lambda_{\max} = \max_{v \in \mathcal{K}_K}
+      \frac{v^\top H v}{v^\top v}
 
-    with :math:`H = \nabla^2_\theta L(\theta; B)` applied through
-    Hessian-vector products (:func:`hvp`; ``jax.linearize`` so the gradient's
-    forward pass is done once) on the flattened parameters
-    (``jax.flatten_util.ravel_pytree``), in a ``lax.fori_loop`` of fixed
-    length :math:`K`: ``iters + 1`` products in all. The Rayleigh quotient's
-    error shrinks like :math:`(\lambda_2/\lambda_1)^{2K}`.
+    (and :math:`\hat\lambda_{\min}` the min, with ``which="smallest"``). This
+    is the largest *algebraic* eigenvalue: on an indefinite Hessian (any
+    network away from a minimum) it is not the eigenvalue of largest
+    magnitude, which plain power iteration would return. :math:`K` products
+    in all; the estimate increases monotonically in :math:`K` towards
+    :math:`\lambda_{\max}` and is exact once :math:`K` reaches the number of
+    distinct eigenvalues (or the dimension).
 
-    Power iteration finds the eigenvalue of largest *magnitude*: near a
-    minimum (and along a training run, Cohen et al.) that is
-    :math:`\lambda_{\max} > 0`; where a negative eigenvalue is larger in
-    magnitude, the result is that (negative) eigenvalue.
+    ``full_output=True`` returns :class:`HessianEigen` with the eigenvector
+    (a pytree like ``params``), the residual
+    :math:`\lVert Hy - \hat\lambda y\rVert` (an eigenvalue lies within it)
+    and a ``converged`` flag (residual :math:`\le` ``tol`` times the largest
+    Ritz value in magnitude). Passing the previous vector back as
+    ``init_vector`` warm-starts the next measurement: along a training run
+    the top eigenvector moves slowly, so a few products suffice.
 
     Args:
       loss: ``loss(params, batch) -> scalar``, twice differentiable.
       params: any pytree of float arrays.
       batch: the data (a batch, or the whole training set for the full-batch
         sharpness that governs gradient descent's stability).
-      key: PRNG key of the start vector.
-      iters: :math:`K \ge 1` power iterations (static: one program per value).
+      key: PRNG key of the start vector (and of restarts if the Krylov space
+        is invariant); optional when ``init_vector`` is given.
+      iters: :math:`K \ge 1` Lanczos steps (static: one program per value).
+      which: ``"largest"`` (:math:`\lambda_{\max}`) or ``"smallest"``
+        (:math:`\lambda_{\min}`).
+      init_vector: a start vector like ``params`` (warm start), or None.
+      tol: relative residual for ``converged`` (static).
+      full_output: return :class:`HessianEigen` instead of the value.
 
     Returns:
-      :math:`\hat\lambda`, a scalar in the dtype of the flattened params.
+      :math:`\hat\lambda`, a scalar in the dtype of the flattened params, or
+      :class:`HessianEigen`.
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from gdjax.diagnostics import sharpness
       >>> loss = lambda p, a: 0.5 * p @ a @ p
-      >>> a = jnp.diag(jnp.array([1.0, 2.0, 5.0]))
-      >>> round(float(sharpness(loss, jnp.ones(3), a, key=jax.random.key(0))), 4)
-      5.0
+      >>> a = jnp.diag(jnp.array([1.0, -1.0, 0.2]))  # indefinite, symmetric
+      >>> [round(float(sharpness(loss, jnp.ones(3), a, key=jax.random.key(s))), 4)
+      ...  for s in range(4)]
+      [1.0, 1.0, 1.0, 1.0]
+      >>> out = sharpness(loss, jnp.ones(3), a, key=jax.random.key(0),
+      ...                 which="smallest", full_output=True)
+      >>> round(float(out.value), 4), bool(out.converged)
+      (-1.0, True)
 
     References:
+      Lanczos, `An iteration method for the solution of the eigenvalue problem
+      of linear differential and integral operators
+      <https://doi.org/10.6028/jres.045.026>`_, 1950.
+
       Cohen et al., `Gradient Descent on Neural Networks Typically Occurs at
       the Edge of Stability <https://arxiv.org/abs/2103.00065>`_, 2021.
     """
     iters = V.check_int(iters, "iters")
+    which = _check_which(which)
+    tol = _check_tol(tol)
     _check_inputs(loss, params, batch)
+    if key is None:
+        if init_vector is None:
+            raise TypeError("sharpness needs key= (or a start vector init_vector=).")
+        key = jax.random.key(0)
     key = V.check_key(key)
-    return _sharpness_jit(loss, params, batch, key, iters)
+    if init_vector is not None:
+        V.check_same_structure(params, init_vector, "params", "init_vector")
+    out = _eigen_jit(loss, params, batch, key, init_vector, iters, which, tol)
+    return out if full_output else out.value
 
 
 def _hessian_trace(loss, params, batch, key, samples):
@@ -352,6 +427,7 @@ def auto_learning_rate(
     key: Key,
     safety: ArrayLike = 1.0,
     iters: int = 20,
+    tol: float = 1e-3,
 ) -> AutoLearningRate:
     r"""The step size :math:`1/L` of full-batch descent, from the measured sharpness.
 
@@ -359,25 +435,35 @@ def auto_learning_rate(
     L`), gradient descent with :math:`\eta = 1/L` decreases :math:`f` by at
     least :math:`\lVert\nabla f\rVert^2/(2L)` per step, and on a quadratic it
     converges iff :math:`\eta < 2/L`. Here :math:`L` is the local sharpness
-    :func:`sharpness` at ``params`` on ``data``:
+    :func:`sharpness` (Lanczos, signed :math:`\lambda_{\max}`) at ``params``
+    on ``data``:
 
     .. math:: \eta = \frac{\text{safety}}{\hat\lambda_{\max}}, \qquad
        \text{bound} = \frac{2}{\hat\lambda_{\max}}.
 
     On a non-quadratic loss :math:`L` moves with the parameters; see
-    :func:`fit_auto_step`. Where :math:`\hat\lambda_{\max} \le 0` (a concave
-    direction dominates) both values are negative or infinite: check them.
+    :func:`fit_auto_step`.
+
+    Where :math:`\hat\lambda_{\max} \le 0` (the loss is locally concave: no
+    step size :math:`1/L` exists) or the Lanczos estimate has not converged
+    (residual above ``tol`` relative; raise ``iters``), it raises
+    ``ValueError``; under ``jit``/``vmap``, where it cannot raise, both values
+    are NaN instead.
 
     Args:
       loss: ``loss(params, batch) -> scalar``.
       params: the point at which the curvature is measured.
       data: the full training set (the curvature of the full-batch objective).
-      key: PRNG key of the power iteration.
+      key: PRNG key of the Lanczos start vector.
       safety: factor in :math:`(0, 2)`; 1 gives :math:`1/L`.
-      iters: power iterations.
+      iters: Lanczos steps (Hessian-vector products).
+      tol: relative residual the estimate must reach.
 
     Returns:
       :class:`AutoLearningRate` ``(learning_rate, bound)``.
+
+    Raises:
+      ValueError: the curvature is not positive, not finite or not converged.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -387,18 +473,42 @@ def auto_learning_rate(
       >>> eta, bound = auto_learning_rate(loss, jnp.ones(3), a, key=jax.random.key(0))
       >>> round(float(eta), 4), round(float(bound), 4)
       (0.25, 0.5)
+      >>> auto_learning_rate(loss, jnp.ones(3), -a, key=jax.random.key(0))
+      Traceback (most recent call last):
+      ...
+      ValueError: the largest Hessian eigenvalue at params is -1, not positive: ...
     """
     _check_safety(safety)
-    lam = sharpness(loss, params, data, key=key, iters=iters)
+    out = sharpness(loss, params, data, key=key, iters=iters, tol=tol, full_output=True)
+    lam = out.value
+    ok = out.converged & (lam > 0) & jnp.isfinite(lam)
+    if not _is_tracer(lam) and not _is_tracer(safety):
+        value = float(lam)
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(
+                f"the largest Hessian eigenvalue at params is {value:.6g}, not "
+                "positive: the loss is locally concave (or flat) there and no step "
+                "size 1/L exists. Start where the loss is locally convex, or pick "
+                "a learning rate with lr_range_test."
+            )
+        if not bool(out.converged):
+            raise ValueError(
+                f"the sharpness estimate {value:.6g} has not converged after "
+                f"{iters} Lanczos steps (residual {float(out.residual):.3g}, "
+                f"above tol={tol} relative): raise iters= (or tol=)."
+            )
     safety = jnp.asarray(safety, lam.dtype)
-    return AutoLearningRate(safety / lam, 2 / lam)
+    nan = jnp.asarray(jnp.nan, lam.dtype)
+    return AutoLearningRate(
+        jnp.where(ok, safety / lam, nan), jnp.where(ok, 2 / lam, nan)
+    )
 
 
 class AutoStepResult(NamedTuple):
     """What :func:`fit_auto_step` returns.
 
     Attributes:
-      result: the run's :class:`~gdjax.loop.FitResult`.
+      result: the run's :class:`~gdjax.FitResult`.
       chunk_start: ``(c,)`` int array, the epoch at which each chunk started.
       sharpness: ``(c,)`` the sharpness measured before each chunk.
       learning_rate: ``(c,)`` the learning rate used in each chunk.
@@ -442,8 +552,8 @@ def fit_auto_step(
     compiled program) and writes the new :math:`\eta` into the optimizer
     state with :func:`gdjax.set_hyperparams`. Neither program is recompiled
     when :math:`\eta` changes, nor for another ``reestimate_every``.
-    If a measurement is not positive and finite the previous :math:`\eta`
-    is kept.
+    If a measurement (Lanczos, :func:`sharpness`) is not positive, finite
+    and converged, the previous :math:`\eta` is kept (at the start: an error).
 
     Args:
       loss: ``loss(params, batch) -> scalar``.
@@ -455,7 +565,7 @@ def fit_auto_step(
       epochs: epoch budget.
       reestimate_every: :math:`k \ge 1`, epochs per chunk.
       safety: factor in :math:`(0, 2)`.
-      iters: power iterations per measurement.
+      iters: Lanczos steps per measurement.
       regime, val_data, hyperparams: as for ``gd.fit``.
       stopping, recording, driving, **options: the run options of ``gd.fit``
         (``monitors``, ``grad_tol``, ``callback``, ``progress``, ...); not
@@ -508,19 +618,28 @@ def fit_auto_step(
     etas: list[float] = []
 
     def measure(p, chunk: int) -> float:
-        lam = float(
-            _sharpness_jit(loss, p, data, jax.random.fold_in(k_probe, chunk), iters)
+        out = _eigen_jit(
+            loss,
+            p,
+            data,
+            jax.random.fold_in(k_probe, chunk),
+            None,
+            iters,
+            "largest",
+            1e-3,
         )
+        lam = float(out.value)
         lams.append(lam)
-        if np.isfinite(lam) and lam > 0:
+        if np.isfinite(lam) and lam > 0 and bool(out.converged):
             etas.append(float(safety) / lam)
         elif etas:
             etas.append(etas[-1])
         else:
             raise ValueError(
                 f"the sharpness of loss at params is {lam!r}, not positive and "
-                "finite: no step size 1/L exists there. Start where the loss is "
-                "locally convex, or pick a learning rate with lr_range_test."
+                f"finite, or not converged after iters={iters} Lanczos steps: no "
+                "step size 1/L exists there. Start where the loss is locally "
+                "convex, raise iters, or pick a learning rate with lr_range_test."
             )
         return etas[-1]
 
@@ -576,35 +695,46 @@ class _SharpnessMonitor:
     iters: int
     key_data: tuple[int, ...]
     key_impl: str
+    which: str = "largest"
 
     def __call__(self, params: Params, data: Batch) -> jax.Array:
         key = _key_from_parts(self.key_data, self.key_impl)
-        return _sharpness_jit(self.loss, params, data, key, self.iters)
+        return _eigen(
+            self.loss, params, data, key, None, self.iters, self.which, 1e-3
+        ).value
 
 
 def sharpness_monitor(
-    loss: LossFn, *, key: Key, iters: int = 10
+    loss: LossFn, *, key: Key, iters: int = 10, which: str = "largest"
 ) -> Callable[[Params, Batch], jax.Array]:
     r"""A ``gd.fit`` monitor recording the full-batch sharpness :math:`\lambda_{\max}`.
 
     ``gd.fit(..., monitors={"sharpness": sharpness_monitor(loss, key=k)},
-    monitor_every=m)`` records :func:`sharpness` of the loss on the whole
-    training set every ``m`` epochs in ``history.monitors["sharpness"]``. For
-    gradient descent with step :math:`\eta`, plot :math:`\eta\lambda_{\max}`
-    against 2: full-batch descent on neural networks first sharpens until
-    :math:`\lambda_{\max} \approx 2/\eta` and then hovers there, the *edge of
-    stability* (Cohen et al.). The same start vector (from ``key``) is used at
-    every evaluation.
+    monitor_every=m)`` records :func:`sharpness` (Lanczos, ``iters`` steps,
+    signed) of the loss on the whole training set every ``m`` epochs in
+    ``history.monitors["sharpness"]``. For gradient descent with step
+    :math:`\eta`, plot :math:`\eta\lambda_{\max}` against 2: full-batch
+    descent on neural networks first sharpens until :math:`\lambda_{\max}
+    \approx 2/\eta` and then hovers there, the *edge of stability* (Cohen et
+    al.; reproduced in ``examples/edge_of_stability.py``). The same start
+    vector (from ``key``) is used at every evaluation: a monitor is a function
+    of ``(params, data)`` and cannot carry the previous eigenvector between
+    evaluations.
 
-    Cost: ``iters + 1`` Hessian-vector products (each about two gradients) on
-    the full data per evaluation; see ``benchmarks/monitor_overhead.py``.
-    Under ``vmap`` (sweeps) the loop's ``lax.cond`` becomes a select, so the
-    monitor is then paid every epoch whatever ``monitor_every``.
+    Cost: ``iters`` Hessian-vector products (each about three gradients) on
+    the full data per evaluation. To record the sharpness every epoch cheaply,
+    warm-start instead: carry ``sharpness(..., init_vector=v,
+    full_output=True).vector`` from one measurement to the next in your own
+    loop (2-3 products per measurement track :math:`\lambda_{\max}` to about
+    1%; see ``examples/edge_of_stability.py``). Under ``vmap`` (sweeps) the
+    loop's ``lax.cond`` becomes a select, so the monitor is then paid every
+    epoch whatever ``monitor_every``.
 
     Args:
       loss: the training loss ``loss(params, batch) -> scalar``.
-      key: PRNG key of the power iteration's start vector (concrete).
-      iters: power iterations per evaluation.
+      key: PRNG key of the Lanczos start vector (concrete).
+      iters: Lanczos steps per evaluation.
+      which: ``"largest"`` or ``"smallest"`` eigenvalue.
 
     Returns:
       ``monitor(params, data) -> scalar``, hashable by value.
@@ -626,8 +756,9 @@ def sharpness_monitor(
     """
     _check_loss_fn(loss)
     iters = V.check_int(iters, "iters")
+    which = _check_which(which)
     data, impl = _key_parts(key)
-    return _SharpnessMonitor(loss, iters, data, impl)
+    return _SharpnessMonitor(loss, iters, data, impl, which)
 
 
 # ----------------------------------------------------------------------- gradient noise
@@ -969,8 +1100,15 @@ class LRRangeResult(NamedTuple):
       smoothed: ``(m,)`` the smoothed losses (stable rates smoothed among
         themselves; others as in ``losses``).
       initial_loss: the loss at the initial params.
-      stable: ``(m,)`` bool, finite and below ``initial_loss``.
+      stable: ``(m,)`` bool: a real decrease (``min_decrease``), and below the
+        first unstable rate.
       history: ``(m, epochs)`` the per-epoch training loss of each rate.
+      unstable: ``(m,)`` bool: non-finite, ended above ``initial_loss``, or
+        (with the curvature check) :math:`\\eta\\hat\\lambda_{\\max} \\ge`
+        ``stability_threshold`` at the end.
+      first_unstable: the smallest unstable rate (``inf`` if none).
+      sharpness: ``(m,)`` :math:`\\hat\\lambda_{\\max}` of the full-data loss
+        at each member's final params (NaN without the curvature check).
     """
 
     lrs: np.ndarray
@@ -981,6 +1119,17 @@ class LRRangeResult(NamedTuple):
     initial_loss: float
     stable: np.ndarray
     history: np.ndarray
+    unstable: np.ndarray | None = None
+    first_unstable: float = float("inf")
+    sharpness: np.ndarray | None = None
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _member_sharpness(loss, params, data, iters):
+    key = jax.random.key(0)
+    return jax.vmap(
+        lambda p: _eigen(loss, p, data, key, None, iters, "largest", 1e-3).value
+    )(params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -1081,6 +1230,9 @@ def lr_range_test(
     steps: int | None = None,
     regime: batching.Regime | None = None,
     smooth: int = 3,
+    min_decrease: float = 0.01,
+    stability_threshold: float | None | str = "auto",
+    sharpness_iters: int = 20,
 ) -> LRRangeResult:
     r"""A learning-rate range test: every rate of a grid trained at once, one program.
 
@@ -1090,20 +1242,41 @@ def lr_range_test(
     ``learning_rate`` is an array (``set_hyperparams``), with the data shared
     (``in_axes=None``). A member that hits NaN/inf stops on its own (the
     loop's guard) while the others go on. Then, with :math:`\ell_j` the loss
-    on the full data at the end and :math:`\ell_0` at the start:
+    on the full data at the end, :math:`\ell_0` at the start, and
+    :math:`\hat\lambda_j` the sharpness (:func:`sharpness`, Lanczos) of the
+    full-data loss at member :math:`j`'s final params:
 
-    * stable: :math:`\ell_j` finite and :math:`\ell_j < \ell_0`;
+    * unstable: :math:`\ell_j` not finite, or :math:`\ell_j > \ell_0`, or
+      (curvature check, threshold :math:`c`) :math:`\eta_j \hat\lambda_j \ge c`;
+    * stable: a real decrease, :math:`\ell_j \le \ell_0 - \delta|\ell_0|`
+      (:math:`\delta` = ``min_decrease``), and :math:`\eta_j` below the
+      first (smallest) unstable rate: a rate past one that blew up is never
+      called stable, however its own short run happened to end;
     * ``suggestion_max_stable`` :math:`= \max\{\eta_j : \text{stable}\}`;
     * ``suggestion_steepest`` :math:`= \arg\min_{\eta_j\ \text{stable}}
       \frac{d \tilde\ell}{d \log \eta}`, where :math:`\tilde\ell` is a
       centred moving average (``smooth`` points) over the stable rates and the
       derivative is ``np.gradient`` against :math:`\log\eta`.
 
+    Why the curvature check: the final loss alone cannot see every unstable
+    rate. On a quadratic with :math:`\eta > 2/L`, only the component along
+    the top eigenvector grows, by :math:`|1 - \eta L|` per step; a short
+    budget (or a start with little weight on that direction) ends with a
+    lower loss anyway. Gradient descent is linearly stable at :math:`\theta`
+    iff :math:`\eta\lambda_{\max}(\theta) < 2`, so with plain ``gd.sgd``
+    (the default, ``stability_threshold="auto"`` gives :math:`c = 2`) every
+    stable rate on a quadratic is below :math:`2/L` for any budget. For
+    heavy ball with momentum :math:`\beta` pass :math:`c = 2(1+\beta)`; for
+    adaptive methods (no such threshold) ``"auto"`` turns the check off, and
+    ``None`` always does. A long budget on a network can end at the edge of
+    stability (:math:`\eta\lambda_{\max} \approx 2`, Cohen et al.), which
+    the check then calls unstable: the suggestion errs towards the rates
+    that are stable where they end.
+
     This is Smith's test (2017), which sweeps the rate within one run, done
     as independent short runs side by side: no rate sees another's
     parameters, and the grid costs one compiled program (a new grid of the
-    same length reuses it). For full-batch descent on an :math:`L`-smooth
-    quadratic every stable rate is below :math:`2/L`.
+    same length reuses it).
 
     Args:
       loss: ``loss(params, batch) -> scalar``.
@@ -1121,6 +1294,12 @@ def lr_range_test(
         derived from the regime). Give ``epochs`` or ``steps``.
       regime: batching regime (default full batch).
       smooth: odd window of the moving average, 1 for none.
+      min_decrease: :math:`\delta \in [0, 1)`, the relative decrease of the
+        loss a stable rate must reach.
+      stability_threshold: :math:`c` of the curvature check, ``"auto"`` (2
+        for plain ``gd.sgd``, the default transform or factory; off
+        otherwise) or None (off).
+      sharpness_iters: Lanczos steps of the curvature check.
 
     Returns:
       :class:`LRRangeResult`.
@@ -1134,6 +1313,8 @@ def lr_range_test(
       ...                     lrs=np.logspace(-2, 0, 9), steps=20)
       >>> round(res.suggestion_max_stable, 3), bool(res.suggestion_steepest < 0.5)
       (0.316, True)
+      >>> res.first_unstable  # 0.562 > 2/4, caught by the curvature check
+      0.562...
 
     References:
       Smith, `Cyclical Learning Rates for Training Neural Networks
@@ -1149,6 +1330,18 @@ def lr_range_test(
         raise ValueError(
             f"give epochs or steps, not both (got epochs={epochs}, steps={steps})."
         )
+    if isinstance(min_decrease, bool) or not (
+        isinstance(min_decrease, int | float) and 0 <= min_decrease < 1
+    ):
+        raise ValueError(f"min_decrease must be in [0, 1), got {min_decrease!r}.")
+    if stability_threshold == "auto":
+        threshold = 2.0 if transform is None or transform is transforms.sgd else None
+    elif stability_threshold is None:
+        threshold = None
+    else:
+        V.check_positive(stability_threshold, "stability_threshold")
+        threshold = float(stability_threshold)
+    sharpness_iters = V.check_int(sharpness_iters, "sharpness_iters")
     n = _check_inputs(loss, params, data, "data")
     regime = batching.full_batch() if regime is None else regime
     max_steps = None
@@ -1183,7 +1376,19 @@ def lr_range_test(
     failed = np.asarray(state.status) >= Status.NONFINITE_LOSS
     losses = np.where(failed | ~np.isfinite(end), np.inf, end).astype(float)
     initial = float(start[0])
-    stable = np.isfinite(losses) & (losses < initial)
+    finite = np.isfinite(losses)
+    lam = np.full(m, np.nan)
+    unstable = ~finite | (losses > initial)
+    if threshold is not None:
+        lam = np.asarray(
+            _member_sharpness(loss, state.params, run.inputs.data, sharpness_iters),
+            float,
+        )
+        # A NaN sharpness (non-finite params) is unstable too.
+        unstable |= ~(lrs * lam < threshold)
+    first_unstable = float(lrs[np.argmax(unstable)]) if unstable.any() else np.inf
+    decreased = finite & (losses <= initial - min_decrease * abs(initial))
+    stable = decreased & ~unstable & (lrs < first_unstable)
     smoothed = _smooth(losses, stable, smooth)
     idx = np.flatnonzero(stable)
     if idx.size == 0:
@@ -1204,4 +1409,7 @@ def lr_range_test(
         initial_loss=initial,
         stable=stable,
         history=np.asarray(state.history.loss),
+        unstable=unstable,
+        first_unstable=first_unstable,
+        sharpness=lam,
     )

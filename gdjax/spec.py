@@ -28,6 +28,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,8 +38,6 @@ import numpy as np
 from gdjax import _validate as V
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
 from gdjax.stopping import Criteria, make_criteria
-
-_flag = V.check_flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +85,7 @@ class Stopping:
         elif self.tol is not None:
             set_(self, "patience", 5)
         V.check_callable(self.until, "until", "until(history, epoch) -> bool", 2)
-        set_(self, "guard", _flag(self.guard, "guard"))
+        set_(self, "guard", V.check_flag(self.guard, "guard"))
 
     def criteria(self, dtype: Any) -> Criteria:
         """The numbers as arrays, thresholds in the run's ``dtype``."""
@@ -139,9 +138,7 @@ class Recording:
                 )
             if fn is None:
                 raise GdjaxTypeError(f"monitors[{name!r}] must be callable, got None.")
-            V.check_callable(
-                fn, f"monitors[{name!r}]", "fn(params, data) -> scalar", 2
-            )
+            V.check_callable(fn, f"monitors[{name!r}]", "fn(params, data) -> scalar", 2)
         set_(self, "monitors", monitors)
         set_(self, "monitor_every", V.check_count(self.monitor_every, "monitor_every"))
         if self.monitor_every != 1 and not monitors:
@@ -188,7 +185,7 @@ class Driving:
             set_(self, "chunk_epochs", V.check_count(self.chunk_epochs, "chunk_epochs"))
         V.check_callable(self.callback, "callback", "callback(result) -> bool", 1)
         for name in ("progress", "donate", "raise_on_nonfinite", "check_finite"):
-            set_(self, name, _flag(getattr(self, name), name))
+            set_(self, name, V.check_flag(getattr(self, name), name))
 
     @property
     def chunked(self) -> bool:
@@ -229,8 +226,12 @@ def from_options(
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
+        close = [
+            m for u in unknown for m in difflib.get_close_matches(u, OPTION_NAMES, 1)
+        ]
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
         raise GdjaxTypeError(
-            f"unexpected keyword argument(s) {unknown}; the run options are "
+            f"unexpected keyword argument(s) {unknown}{hint}; the run options are "
             f"{sorted(OPTION_NAMES)}."
         )
     out = []

@@ -200,23 +200,26 @@ def _leaf_dtype(leaf: Any) -> np.dtype:
     return jnp.dtype(dtype) if dtype is not None else jax.dtypes.result_type(leaf)
 
 
-def _hyperparam_dtype(params: Params) -> np.dtype:
-    """The dtype hyperparameters are stored in: the params' highest float dtype.
+def _hyperparam_dtype(params: Params, accumulator: Any = None) -> np.dtype:
+    """The dtype hyperparameters are stored in: the highest of the params'
+    float dtypes, the momentum buffer's and float32.
 
-    optax's ``hyperparam_dtype=None`` rule, read from ``.dtype`` so that
-    ``jax.ShapeDtypeStruct`` leaves work. It is the storage dtype only (high
-    enough that a float64 run gets the float64 value of 0.05); each use casts
-    to the leaf it multiplies. Integer-only (or empty) params fall back to
-    float32; complex params use their real counterpart (a step size is real).
+    optax's ``hyperparam_dtype=None`` rule (the params' highest dtype), read
+    from ``.dtype`` so that ``jax.ShapeDtypeStruct`` leaves work, and raised
+    to float32 at least: it is the storage dtype only, and each use casts to
+    the leaf it multiplies, so a bfloat16 leaf still computes in bfloat16
+    while a float32 momentum buffer for it gets momentum 0.9, not the 0.8984
+    that bfloat16 can hold. A float64 run gets the float64 value of 0.05.
+    Complex dtypes count as their real counterpart (a step size is real).
     """
     dtypes = [_leaf_dtype(leaf) for leaf in jax.tree.leaves(params)]
-    dtypes = [d for d in dtypes if jnp.issubdtype(d, jnp.inexact)]
-    if not dtypes:
-        return jnp.dtype(jnp.float32)
-    dtype = jax.dtypes.canonicalize_dtype(functools.reduce(jnp.promote_types, dtypes))
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        return jnp.finfo(dtype).dtype
-    return jnp.dtype(dtype)
+    if accumulator is not None:
+        dtypes.append(jnp.dtype(accumulator))
+    dtypes = [jnp.dtype(jnp.float32)] + [
+        jnp.finfo(d).dtype for d in dtypes if jnp.issubdtype(d, jnp.inexact)
+    ]
+    dtype = functools.reduce(jnp.promote_types, dtypes)
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 
 def _like(value: jax.Array, leaf: jax.Array) -> jax.Array:
@@ -351,6 +354,17 @@ def _schedule_update(structure: _Structure, schedule: Any) -> Callable[..., Any]
     return _build_update(structure, schedule)
 
 
+def _with_numbers(update: Callable[..., Any], numbers: dict) -> Callable[..., Any]:
+    def update_fn(updates, state, params=None, **extra_args):
+        hyperparams = dict(state.hyperparams)
+        for name, value in numbers.items():
+            hyperparams[name] = jnp.asarray(value, hyperparams[name].dtype)
+        state = state._replace(hyperparams=hyperparams)
+        return update(updates, state, params, **extra_args)
+
+    return update_fn
+
+
 def _check_schedule(schedule: Callable, name: str) -> None:
     value = schedule(jax.device_put(np.int32(0)))
     if _is_tracer(value):
@@ -399,7 +413,7 @@ def sgd(
     ``optax.add_decayed_weights`` / ``optax.chain`` computes, and its state
     has that layout: ``learning_rate``, ``momentum`` and ``weight_decay`` live
     as arrays in the state's ``hyperparams`` (stored in the params' highest
-    float dtype), and two calls with the same ``nesterov``,
+    float dtype, float32 at least), and two calls with the same ``nesterov``,
     ``decoupled_weight_decay``, ``accumulator_dtype`` and kind of learning
     rate (number or the same schedule object) return the same ``update``
     function object. A loop that takes ``update`` as a static ``jit``
@@ -411,6 +425,13 @@ def sgd(
     momentum can be swept through 0 in one program. Likewise
     ``weight_decay=None`` leaves the decay out, and a number puts it in (then
     ``update`` needs ``params``).
+
+    Inside ``optax.inject_hyperparams(sgd)`` under ``jit`` (numbers traced),
+    the injected numbers are the ones in force at each step, as for optax's
+    own transforms. Built eagerly from concrete numbers, the transform reads
+    its numbers from the state: that is what lets one ``update`` serve them
+    all (so eager ``inject_hyperparams`` without ``jit`` uses the inner
+    state's values; jit the update, as any training loop does).
 
     Args:
       learning_rate: step size :math:`\eta > 0`, a Python float, NumPy scalar
@@ -510,10 +531,16 @@ def sgd(
             update_fn = _build_update(structure, learning_rate)
     else:
         update_fn = _numeric_update(structure)
+    traced = {k: v for k, v in numeric.items() if _is_tracer(v)}
+    if traced:
+        # Built inside a trace, as optax.inject_hyperparams(sgd) does at each
+        # step under jit: the numbers passed in are the ones in force, so they
+        # go into the state before the shared update reads it.
+        update_fn = _with_numbers(update_fn, traced)
 
     def init_fn(params: Params) -> optax.InjectStatefulHyperparamsState:
         mesh = _mesh_of(params)
-        dtype = _hyperparam_dtype(params)
+        dtype = _hyperparam_dtype(params, structure.accumulator_dtype)
         # Strong arrays of the storage dtype, exactly what update hands back.
         hyperparams = {k: _as_array(v, dtype, mesh) for k, v in numeric.items()}
         schedule_states = {}

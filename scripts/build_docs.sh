@@ -15,12 +15,17 @@ mkdir -p "$out"
 rm -rf "$out/src" "$out/html"
 mkdir -p "$out/src"
 
-if [ "${GDJAX_DOCS_OFFLINE_MATH:-1}" = 1 ]; then
-  if [ ! -f "$out/mathjax/package/es5/tex-chtml.js" ]; then
-    rm -rf "$out/mathjax" && mkdir -p "$out/mathjax"
-    (cd "$out/mathjax" && npm pack --silent "mathjax@$MATHJAX_VERSION" >/dev/null \
-      && tar -xzf "mathjax-$MATHJAX_VERSION.tgz")
+if [ "${GDJAX_DOCS_OFFLINE_MATH:-1}" = 1 ] \
+  && [ ! -f "$out/mathjax/package/es5/tex-chtml.js" ]; then
+  rm -rf "$out/mathjax" && mkdir -p "$out/mathjax"
+  if ! (cd "$out/mathjax" && npm pack --silent "mathjax@$MATHJAX_VERSION" >/dev/null \
+    && tar -xzf "mathjax-$MATHJAX_VERSION.tgz"); then
+    echo "build_docs: npm could not fetch mathjax@$MATHJAX_VERSION;" \
+      "the pages will load MathJax from its CDN" >&2
   fi
+fi
+if [ "${GDJAX_DOCS_OFFLINE_MATH:-1}" = 1 ] \
+  && [ -f "$out/mathjax/package/es5/tex-chtml.js" ]; then
   rm -rf "$out/static" && mkdir -p "$out/static/mathjax/output/chtml"
   cp "$out/mathjax/package/es5/tex-chtml.js" "$out/static/mathjax/"
   cp -r "$out/mathjax/package/es5/output/chtml/fonts" "$out/static/mathjax/output/chtml/"

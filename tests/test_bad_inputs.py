@@ -68,8 +68,9 @@ SCHEDULE_PENDING = (
     "V.host_value(schedule, np.int32(0)) (transforms.py is not ours to edit)"
 )
 CHECKPOINT_PENDING = (
-    "depends on the checkpoint.py rewrite in progress (another helper); re-run "
-    "when it lands"
+    "raw OSError after 3-4 compilations: checkpoint.fit_resumable should check "
+    "that directory can be created and written before the run (checkpoint.py "
+    "is being rewritten by another helper)"
 )
 
 
@@ -1203,6 +1204,9 @@ def _new_fit_cases() -> list[Case]:
         ("fit-learning-rate-keyword", "learning_rate=0.1 given to fit",
          f(learning_rate=0.1),
          TypeError, r"unexpected keyword argument\(s\) \['learning_rate'\]", PARTNER),
+        ("fit-option-typo", "target_los=0.1 (a typo)", f(target_los=0.1),
+         TypeError, r"unexpected keyword argument\(s\) \['target_los'\] \(did you "
+         r"mean 'target_loss'\?\)", CARELESS),
         ("fit-stopping-dict", "stopping={'tol': 0.1}", f(stopping={"tol": 0.1}),
          TypeError, r"stopping must be a gd\.Stopping, got dict", PARTNER),
         ("fit-recording-wrong-value", "recording=gd.Stopping()",
@@ -1574,8 +1578,25 @@ def _new_sweep_cases() -> list[Case]:
     ]
 
 
+A_FILE = CKPT / "a-file"
+A_FILE.write_text("not a folder")
+
+
+def _resumable(directory):
+    return lambda: checkpoint.fit_resumable(
+        ls_loss, P, DATA, TX, directory=directory, key=KEY, epochs=2
+    )
+
+
 def _new_other_cases() -> list[Case]:
     rows = [
+        ("resumable-directory-is-file", "checkpoint.fit_resumable",
+         "directory that is an existing file", _resumable(A_FILE),
+         gd.GdjaxError, r"directory", LATE, CHECKPOINT_PENDING),
+        ("resumable-directory-uncreatable", "checkpoint.fit_resumable",
+         "directory that cannot be created (under /proc)",
+         _resumable("/proc/gdjax-checkpoints"),
+         gd.GdjaxError, r"directory", LATE, CHECKPOINT_PENDING),
         ("minibatch-shuffle-string", "gd.minibatch", "shuffle='no'",
          lambda: gd.minibatch(4, shuffle="no"),
          TypeError, r"shuffle must be True or False, got str 'no'", PARTNER),

@@ -122,8 +122,13 @@ def test_gd_least_squares_reaches_lstsq(x64):
 
 @pytest.mark.parametrize(
     "momentum, nesterov, weight_decay",
-    [(0.0, False, 0.0), (0.9, False, 0.0), (0.9, True, 0.0), (0.5, False, 0.1),
-     (0.9, True, 0.01)],
+    [
+        (0.0, False, 0.0),
+        (0.9, False, 0.0),
+        (0.9, True, 0.0),
+        (0.5, False, 0.1),
+        (0.9, True, 0.01),
+    ],
 )
 def test_sgd_equals_optax_step_for_step(dtype, momentum, nesterov, weight_decay):
     ref = optax.sgd(0.05, momentum or None, nesterov=nesterov)
@@ -155,8 +160,9 @@ def test_decoupled_weight_decay_equals_hand_formula(x64, nesterov):
             theta[k] = theta[k] - eta * d - eta * lam * theta[k]
         _assert_trees_close(ours[t], theta, rtol=0, atol=1e-12)
     # Decoupled is not coupled: the two differ.
-    coupled, _ = _run(sgd(eta, mu, nesterov=nesterov, weight_decay=lam),
-                      _params(jnp.float64), 20)
+    coupled, _ = _run(
+        sgd(eta, mu, nesterov=nesterov, weight_decay=lam), _params(jnp.float64), 20
+    )
     assert not np.allclose(coupled[-1]["w"], ours[-1]["w"], atol=1e-6)
 
 
@@ -165,10 +171,12 @@ def test_inside_optax_chain_with_clipping():
     assert T.clip is optax.clip
     assert T.add_decayed_weights is optax.add_decayed_weights
     assert T.chain is optax.chain
-    ours, state = _run(optax.chain(optax.clip_by_global_norm(0.5), sgd(0.1, 0.9)),
-                       _params(), 20)
-    theirs, _ = _run(optax.chain(optax.clip_by_global_norm(0.5), optax.sgd(0.1, 0.9)),
-                     _params(), 20)
+    ours, state = _run(
+        optax.chain(optax.clip_by_global_norm(0.5), sgd(0.1, 0.9)), _params(), 20
+    )
+    theirs, _ = _run(
+        optax.chain(optax.clip_by_global_norm(0.5), optax.sgd(0.1, 0.9)), _params(), 20
+    )
     assert optax.tree.norm(_grad(_params())) > 0.5  # the clip is active
     for a, b in zip(ours, theirs, strict=True):
         _assert_trees_close(a, b, rtol=1e-7, atol=1e-7)
@@ -219,8 +227,9 @@ def test_vmapped_init_over_learning_rates_equals_single_runs(compiles):
     batched = jax.jit(jax.vmap(step))(states)
     for i, lr in enumerate([0.01, 0.05, 0.1]):
         single = jax.jit(step)(sgd(lr, 0.9).init(params))
-        _assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), single,
-                            rtol=1e-6, atol=1e-7)
+        _assert_trees_close(
+            jax.tree.map(lambda x, i=i: x[i], batched), single, rtol=1e-6, atol=1e-7
+        )
 
 
 # -------------------------------------------------------------------------- compilation
@@ -486,9 +495,7 @@ def test_schedule_arguments_validated(factory, args, name):
             optax.clip_by_global_norm(1.0), sgd(0.1), average_iterates(2)
         ),
     ],
-    ids=[
-        "plain", "nesterov", "decoupled", "optax-schedule", "gdjax-schedule", "chain"
-    ],
+    ids=["plain", "nesterov", "decoupled", "optax-schedule", "gdjax-schedule", "chain"],
 )
 def test_state_is_type_stable(request, dtype, make):
     opt = make()
@@ -510,3 +517,89 @@ def test_state_is_type_stable(request, dtype, make):
     if "optax-schedule" in request.node.name:
         assert hyperparams.pop("learning_rate").dtype == jnp.float32
     assert {v.dtype for v in hyperparams.values()} == {dtype}
+
+
+# ------------------------------------------------------------ mixed precision (#21)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_mixed_precision_equals_optax_bitwise(nesterov):
+    # Each hyperparameter is cast to its leaf: bf16 stays bf16 in updates and
+    # momentum, bit for bit what optax.sgd does with a Python-float rate.
+    params = {"w": jnp.asarray(_W0, jnp.bfloat16), "b": jnp.asarray(_B0, jnp.float32)}
+
+    def grad(p):
+        return _grad(jax.tree.map(lambda x: x.astype(jnp.float32), p))
+
+    ours_opt = sgd(0.05, 0.9, nesterov=nesterov)
+    ours, state = _run(
+        ours_opt,
+        params,
+        10,
+        grad=lambda p: jax.tree.map(lambda g, x: g.astype(x.dtype), grad(p), p),
+    )
+    theirs, _ = _run(
+        optax.sgd(0.05, 0.9, nesterov=nesterov),
+        params,
+        10,
+        grad=lambda p: jax.tree.map(lambda g, x: g.astype(x.dtype), grad(p), p),
+    )
+    for a, b in zip(ours, theirs, strict=True):
+        _assert_trees_equal(a, b)
+    trace = optax.tree.get(state, "trace")
+    assert trace["w"].dtype == jnp.bfloat16 and trace["b"].dtype == jnp.float32
+    assert ours[-1]["w"].dtype == jnp.bfloat16
+    assert not np.allclose(np.asarray(ours[-1]["b"], np.float32), _B0, atol=1e-2)
+
+
+def test_accumulator_dtype_keeps_a_float32_buffer_for_bfloat16():
+    params = jnp.asarray(_W0, jnp.bfloat16)
+    opt = sgd(0.05, 0.9, accumulator_dtype=jnp.float32)
+    ref = optax.sgd(0.05, 0.9, accumulator_dtype=jnp.float32)
+    state, ref_state = opt.init(params), ref.init(params)
+    assert state.inner_state[0].trace.dtype == jnp.float32
+    grads = jnp.asarray(_W0 * 1e-3, jnp.bfloat16)
+    for _ in range(5):
+        updates, state = opt.update(grads, state, params)
+        ref_updates, ref_state = ref.update(grads, ref_state, params)
+        _assert_trees_equal(updates, ref_updates)
+    _assert_trees_equal(state.inner_state[0].trace, ref_state[0].trace)
+    assert sgd(0.1, 0.9, accumulator_dtype=jnp.float32).update is opt.update
+    assert sgd(0.1, 0.9).update is not opt.update
+    with pytest.raises(TypeError, match="accumulator_dtype"):
+        sgd(0.1, 0.9, accumulator_dtype=jnp.int32)
+    with pytest.raises(TypeError, match="accumulator_dtype"):
+        sgd(0.1, 0.9, accumulator_dtype="not a dtype")
+
+
+def test_average_iterates_takes_an_integer_array_start(x64):
+    as_int, _ = _run(
+        optax.chain(sgd(0.05), average_iterates(3)), _params(jnp.float64), 6
+    )
+    opt = optax.chain(sgd(0.05), average_iterates(jnp.asarray(3)))
+    params = _params(jnp.float64)
+    state = opt.init(params)
+    ref_state = optax.chain(sgd(0.05), average_iterates(3)).init(params)
+    for _ in range(6):
+        updates, state = opt.update(_grad(params), state, params)
+        _, ref_state = optax.chain(sgd(0.05), average_iterates(3)).update(
+            _grad(params), ref_state, params
+        )
+        params = optax.apply_updates(params, updates)
+    _assert_trees_equal(averaged_params(state), averaged_params(ref_state))
+    with pytest.raises(ValueError, match="start"):
+        average_iterates(jnp.asarray(-1))
+    with pytest.raises(TypeError, match="start"):
+        average_iterates(jnp.asarray(1.0))
+    with pytest.raises(TypeError, match="start"):
+        average_iterates(np.array([1, 2]))
+    with pytest.raises(TypeError, match="start"):
+        average_iterates(True)
+
+
+def test_hyperparams_are_stored_strong_in_the_params_highest_dtype(x64):
+    params = {"a": jnp.zeros(2, jnp.bfloat16), "b": jnp.zeros(2, jnp.float64)}
+    hp = get_hyperparams(sgd(0.05, 0.9).init(params))
+    assert {(v.dtype, v.weak_type) for v in hp.values()} == {(jnp.dtype(jnp.float64), False)}
+    state = sgd(0.1).init({"z": jnp.zeros(2, jnp.complex64)})
+    assert state.hyperparams["learning_rate"].dtype == jnp.float32

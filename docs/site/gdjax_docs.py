@@ -234,26 +234,39 @@ def _directive(full: str, obj: Any) -> list[str]:
     if kind not in ("class", "exception"):
         return [f".. auto{kind}:: {full}", ""]
     fields = _fields(obj)
-    if fields:
-        # Record fields are documented by the class's Attributes section, not
-        # one entry each ("Alias for field number 0" says nothing).
-        missing = [
-            f
-            for f in fields
-            if f not in _documented_attributes(inspect.getdoc(obj) or "")
-        ]
-        if missing:
-            logger.warning(
-                f"gdjax_docs: {full}: fields {', '.join(missing)} are not in the "
-                "docstring's Attributes section"
-            )
-    exclude = ", ".join(["count", "index", *fields])
+    # Record fields are documented by the class's Attributes section, or by a
+    # docstring under the field; a field's own __doc__ ("Alias for field number
+    # 0") says nothing. Fields the section covers are left out of the members,
+    # which would document them a second time.
+    in_section = _documented_attributes(inspect.getdoc(obj) or "")
+    in_source = _field_docs(obj)
+    missing = [f for f in fields if f not in in_section and f not in in_source]
+    if missing:
+        logger.warning(
+            f"gdjax_docs: {full}: fields {', '.join(missing)} are documented "
+            "neither in the docstring's Attributes section nor under the field"
+        )
+    hidden = [f for f in fields if f not in in_source]
+    exclude = ", ".join(["count", "index", *hidden])
     return [
         f".. auto{kind}:: {full}",
         "   :members:",
         f"   :exclude-members: {exclude}",
         "",
     ]
+
+
+def _field_docs(cls: type) -> set[str]:
+    """Fields of ``cls`` with a docstring (or ``#:`` comment) in the source."""
+    try:
+        docs = ModuleAnalyzer.for_module(cls.__module__).find_attr_docs()
+    except PycodeError:
+        return set()
+    return {
+        name
+        for (scope, name), lines in docs.items()
+        if scope == cls.__qualname__ and "".join(lines).strip()
+    }
 
 
 def _has_doc_comment(full: str) -> bool:
@@ -329,6 +342,14 @@ def _api_page(cat: Catalogue, slug: str, title: str) -> str | None:
     return "\n".join(lines) + "\n" if body else None
 
 
+def _summary(obj: Any) -> str:
+    """The first sentence of the docstring's first paragraph."""
+    paragraph = (inspect.getdoc(obj) or "").strip().split("\n\n")[0]
+    text = " ".join(paragraph.split())
+    match = re.search(r"(?<=[.!?])\s(?=[A-Z`(])", text)
+    return text[: match.start()] if match else text
+
+
 def _api_index(cat: Catalogue, slugs: list[str]) -> str:
     title = "API reference"
     lines = [
@@ -353,8 +374,7 @@ def _api_index(cat: Catalogue, slugs: list[str]) -> str:
         else:
             target = cat.canonical[id(obj)]
             role = "obj"
-        summary = (inspect.getdoc(obj) or "").strip().splitlines()
-        first = summary[0] if summary else ""
+        first = _summary(obj)
         lines += [f"   * - :py:{role}:`gd.{name} <{target}>`", f"     - {first}"]
     lines += ["", "Pages: " + ", ".join(f":doc:`{slug}`" for slug in slugs) + "."]
     return "\n".join(lines) + "\n"
@@ -455,6 +475,20 @@ def generate(srcdir: Path) -> None:
 
     for docname, origin, text in guide:
         _write(srcdir / f"{docname}.md", pages.rewrite_links(text, origin))
+    example = Path(__file__).parent / "examples" / "typed_usage.py"
+    if example.is_file():
+        _write(srcdir / "guide" / "typed_usage.py", example.read_text())
+        guide.append(("guide/typed-usage", "", ""))
+        _write(
+            srcdir / "guide" / "typed-usage.md",
+            "# Typed usage\n\n"
+            "gdjax ships `py.typed` and annotates its public API, so a type checker "
+            "reads a user's code against gdjax's own signatures. This example (a "
+            "`fit`, a `sweep` and their results) is checked by basedpyright in CI "
+            "(`basedpyright` from the repository root, configuration in "
+            "`pyrightconfig.json`) and runs as a script.\n\n"
+            "```{literalinclude} typed_usage.py\n:language: python\n```\n",
+        )
     figures = sorted(
         p.relative_to(REPO).as_posix()
         for pattern in ("docs/*.png", "docs/figures/*.png", "docs/figures/*.svg")
