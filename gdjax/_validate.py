@@ -755,7 +755,7 @@ def check_range(
         cast = arr.astype(dt).astype(np.float64)
     bad = _outside(cast, bounds)
     if bad.any():
-        given = host[bad].flat[0].item()
+        given = str(arr[bad].flat[0])  # in its own dtype: 1e-08, not 9.99e-09
         became = cast[bad].flat[0].item()
         how = (
             "overflows to"
@@ -766,7 +766,7 @@ def check_range(
         )
         raise GdjaxValueError(
             f"{name}{what} must be in {interval} in the run's dtype {dt}, got "
-            f"{given!r}, which {how} {became!r} in {dt}."
+            f"{given}, which {how} {became!r} in {dt}."
         )
 
 

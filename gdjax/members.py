@@ -203,7 +203,12 @@ def sweep_axes(hyperparams: Any, grid: Any) -> Axes:
 
 
 def _check_values(name: str, values: np.ndarray, dtype: Any, grid: bool) -> None:
-    """Swept values in range, and distinct, in the ``dtype`` the run holds them in."""
+    """Swept values in range, and distinct, in the ``dtype`` the run holds them in
+    (a list: each dtype they take)."""
+    if isinstance(dtype, list):
+        for one in dtype:
+            _check_values(name, values, one, grid)
+        return
     where = f"hyperparams[{name!r}]"
     if name in ("max_steps", "patience"):
         for v in values.tolist():
@@ -349,7 +354,7 @@ def plan_members(
         dtype = (
             getattr(run.inputs.criteria, name).dtype
             if name in CRITERIA
-            else (injected[name].dtype)
+            else runs.use_dtypes(abstract, injected[name].dtype)
         )
         _check_values(
             name,

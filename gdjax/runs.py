@@ -72,12 +72,24 @@ def check_transform(transform: Any) -> None:
         )
 
 
+def use_dtypes(params: Params, stored: Any = None) -> list[np.dtype]:
+    """The dtypes a hyperparameter takes in a run: as stored, and as cast to each
+    float dtype of ``params`` (gd.sgd casts it to the leaf it multiplies)."""
+    leaves = [np.dtype(leaf.dtype) for leaf in jax.tree.leaves(params)]
+    out = [] if stored is None else [np.dtype(stored)]
+    for dt in leaves:
+        if jnp.issubdtype(dt, jnp.floating) and dt not in out:
+            out.append(dt)
+    return out
+
+
 def check_transform_values(transform: Any, params: Params) -> tuple[list, list, dict]:
     """``(settable, scheduled, stored)``: the transform's injected hyperparameters.
 
     Read from ``transform.init`` traced abstractly (nothing compiles); each
-    number the transform holds is range-checked as its state stores it, in the
-    run's dtype (``gd.sgd(1e-50)`` is a learning rate of 0 in float32).
+    number the transform holds is range-checked as its state stores it and in
+    each params dtype it is cast to (``gd.sgd(1e-50)`` is a learning rate of 0
+    in float32, ``gd.sgd(1e-8)`` one of 0 for float16 params).
     """
     with np.errstate(over="ignore", under="ignore"):  # a cast the check reports
         state = V.abstract_values(transform.init, params)
@@ -86,12 +98,14 @@ def check_transform_values(transform: Any, params: Params) -> tuple[list, list, 
     for name in settable:
         value = stored[name]
         if isinstance(value, np.ndarray):
-            V.check_range(
-                value,
-                f"the transform's {name}",
-                key=name,
-                what=f" (as its state stores it, in {value.dtype})",
-            )
+            for dtype in [None, *use_dtypes(params, value.dtype)]:
+                V.check_range(
+                    value,
+                    f"the transform's {name}",
+                    key=name,
+                    dtype=dtype,
+                    what=f" (as its state stores it, in {value.dtype})",
+                )
     return settable, scheduled, stored
 
 
@@ -120,9 +134,9 @@ def check_fit_hyperparams(hyperparams: Any, transform: Any, params: Params) -> N
         raise GdjaxValueError(
             f"unknown hyperparameter {name!r}; opt_state holds {settable}."
         )
-    V.check_hyperparams(
-        values, dtypes={n: np.dtype(stored[n].dtype) for n in values}, scalar=True
-    )
+    for n in values:
+        for dtype in use_dtypes(params, stored[n].dtype):
+            V.check_hyperparams({n: values[n]}, dtypes={n: dtype}, scalar=True)
 
 
 def step_size(params: Params, plan: batching.Plan) -> int:

@@ -1224,8 +1224,9 @@ def _new_fit_cases() -> list[Case]:
          r"\[0, 1\), got 1\.0", DTYPE),
         ("fit-sgd-lr-underflow-float16", "gd.sgd(1e-8) for float16 params",
          f(params=P16, tx=gd.sgd(1e-8)),
-         ValueError, r"learning_rate \(as its state stores it, in float16\).*got 0\.0",
-         DTYPE),
+         ValueError, r"the transform's learning_rate \(as its state stores it, in "
+         r"float32\) must be in \(0, inf\) in the run's dtype float16, got 1e-08, "
+         r"which underflows to 0\.0", DTYPE),
         ("fit-hyperparams-lr-underflow", "hyperparams learning_rate=1e-50",
          f(hyperparams={"learning_rate": 1e-50}),
          ValueError, r"hyperparams\['learning_rate'\] must be in \(0, inf\) in the "
@@ -1487,6 +1488,11 @@ def _new_sweep_cases() -> list[Case]:
         ("sweep-sgd-lr-underflow", "gd.sgd(1e-50) swept over momentum only",
          _sw(tx=TINY_LR),
          ValueError, r"the transform's learning_rate .* got 0\.0", DTYPE),
+        ("sweep-momentum-rounds-bfloat16", "momentum 0.999 for bfloat16 params",
+         _sw(init={"w": np.zeros(4, jnp.bfloat16)},
+             hyperparams={"momentum": [0.5, 0.999]}),
+         ValueError, r"hyperparams\['momentum'\] must be in \[0, 1\) in the run's "
+         r"dtype bfloat16, got 0\.999, which rounds to 1\.0", DTYPE),
         ("sweep-nan-shared-params", "shared params holding NaN", _sw(init=P_NAN),
          ValueError, r"params\['w'\] must be finite", DTYPE),
         ("sweep-seeds-int", "seeds=5", _sw(seeds=5),
