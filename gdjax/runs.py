@@ -674,6 +674,18 @@ def fit(
       A :class:`~gdjax.FitResult`: ``params``, ``opt_state``, ``history`` (the
       epochs run), ``epoch``, ``steps``, ``status``, ``reason``.
 
+    Raises:
+      GdjaxTypeError, GdjaxValueError: (subclasses of ``TypeError`` and
+        ``ValueError``) before anything compiles, for any argument gdjax can
+        tell is wrong: the table in ``docs/bad_inputs.md``. Numbers are checked
+        in the dtype they take in the run (``gd.sgd(1e-50)`` is 0 in float32).
+      NonFiniteError: with ``raise_on_nonfinite=True``, when the run met NaN/inf.
+
+    Warns:
+      gdjax.errors.ZeroGradientWarning: the gradient on the first batch is
+        exactly zero in every parameter (descent would not move).
+      gdjax.errors.IgnoredBatchWarning: ``loss`` never reads its batch.
+
     Examples:
       >>> import jax, jax.numpy as jnp, gdjax as gd
       >>> x = jnp.array([[1.0], [2.0], [3.0]]); y = 2.0 * x[:, 0]

@@ -1772,6 +1772,34 @@ def test_the_normal_losses_do_not_warn():
         gd.fit(loss, params, data, gd.sgd(0.1), key=KEY, epochs=2)
 
 
+# ------------------------------------------------------------- what stays in the run
+# A valid input can still diverge: the boundary checks do not replace the
+# guarantees the compiled run keeps (stop at the first non-finite step, keep the
+# last finite params, raise only when asked).
+
+
+def test_a_diverging_run_stops_with_the_last_finite_params():
+    big = (X * 1e3, Y * 1e3)
+    r = gd.fit(ls_loss, P, big, gd.sgd(10.0), key=KEY, epochs=50)
+    assert r.failed and r.stopped_by in (
+        gd.Status.NONFINITE_LOSS,
+        gd.Status.NONFINITE_GRAD,
+        gd.Status.NONFINITE_PARAMS,
+    )
+    assert np.all(np.isfinite(r.params["w"]))
+    assert int(r.steps) >= 1 and f"at step {int(r.steps) + 1} " in r.reason
+    with pytest.raises(gd.NonFiniteError) as info:
+        gd.fit(ls_loss, P, big, gd.sgd(10.0), key=KEY, epochs=50,
+               raise_on_nonfinite=True)
+    np.testing.assert_array_equal(info.value.result.params["w"], r.params["w"])
+
+
+def test_guard_false_lets_nan_through_as_asked():
+    big = (X * 1e3, Y * 1e3)
+    r = gd.fit(ls_loss, P, big, gd.sgd(10.0), key=KEY, epochs=50, guard=False)
+    assert not np.all(np.isfinite(r.params["w"]))
+
+
 def test_host_value_reads_schedules_without_compiling(compiles):
     schedules = [
         optax.linear_schedule(-0.1, 0.1, 10),
