@@ -356,12 +356,10 @@ def plan_members(
             if name in CRITERIA
             else runs.use_dtypes(abstract, injected[name].dtype)
         )
-        _check_values(
-            name,
-            axes.flat[name],
-            dtype,
-            grid=axes.coords[0][0] != "setting",
-        )
+        grid = axes.coords[0][0] != "setting"
+        # On a grid, an axis's own values (the flat layout repeats them).
+        values = np.asarray(dict(axes.coords)[name]) if grid else axes.flat[name]
+        _check_values(name, values, dtype, grid=grid)
     m = len(seeds) * axes.count
     if devices is None:
         mesh, m_pad = None, m
