@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gdjax as gd
-from gdjax import plot, sweep
+from gdjax import plot
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.collections import PolyCollection  # noqa: E402
@@ -48,7 +48,7 @@ def single(problem):
 @pytest.fixture(scope="module")
 def seeds_sweep(problem):
     loss, init, data = problem
-    return sweep.sweep(
+    return gd.sweep(
         loss,
         init,
         data,
@@ -62,7 +62,7 @@ def seeds_sweep(problem):
 @pytest.fixture(scope="module")
 def grid_sweep(problem):
     loss, init, data = problem
-    return sweep.sweep(
+    return gd.sweep(
         loss,
         init,
         data,
@@ -152,7 +152,8 @@ def test_loss_curves_skip_epochs_no_member_ran(single):
     loss2 = np.stack([loss, loss])
     loss2[0, 3:] = np.nan  # member 0 stopped after 3 epochs
     loss2[1, 4:] = np.nan  # member 1 after 4
-    stacked = stacked._replace(history=stacked.history._replace(loss=loss2))
+    state = stacked.state
+    stacked = gd.FitResult(state._replace(history=state.history._replace(loss=loss2)))
     ax = plot.loss_curves({"r": stacked}, _axes(), band="minmax")  # no warnings
     line = ax.get_lines()[0]
     np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3, 4])
@@ -201,7 +202,7 @@ def test_heatmap_cells_are_seed_means_of_final_losses(grid_sweep):
     (image,) = ax.images
     cells = np.ma.filled(image.get_array(), np.nan)
     assert cells.shape == (2, 3)  # batch sizes x learning rates
-    final = grid_sweep.final_loss()  # (batch_size, seed, learning_rate)
+    final = grid_sweep.final_loss  # (batch_size, seed, learning_rate)
     np.testing.assert_allclose(cells, final.mean(axis=1), rtol=1e-6)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.001", "0.01", "0.1"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["4", "8"]
@@ -215,10 +216,9 @@ def test_heatmap_cells_are_seed_means_of_final_losses(grid_sweep):
 def test_heatmap_marks_diverged_cells(grid_sweep):
     loss = np.asarray(grid_sweep.result.history.loss).copy()
     loss[:, :, 2] = np.nan  # every seed at lr 0.1 diverged
+    state = grid_sweep.result.state
     broken = type(grid_sweep)(
-        grid_sweep.result._replace(
-            history=grid_sweep.result.history._replace(loss=loss)
-        ),
+        gd.FitResult(state._replace(history=state.history._replace(loss=loss))),
         grid_sweep.axes,
         grid_sweep._coords,
     )
@@ -260,7 +260,8 @@ def test_diagnostic_plots_are_forwarded(monkeypatch):
 def test_final_values_last_finite_entry():
     values = jnp.array([[1.0, 2.0, jnp.nan], [jnp.nan, jnp.nan, jnp.nan]])
     fake = types.SimpleNamespace(
-        history=gd.History(values, values, values, values, {}),
+        history=gd.History(np.array([[1, 2, 0], [0, 0, 0]]), values, values, values,
+                           values, {}),
         epoch=np.array([2, 0]),
     )
     got = plot.final_values(fake)
@@ -292,7 +293,7 @@ def test_diagnostic_plots_reach_the_real_module():
 
 def test_loss_curves_label_a_zipped_sweep_by_its_values(problem):
     loss, init, data = problem
-    res = sweep.sweep(
+    res = gd.sweep(
         loss,
         init,
         data,
@@ -503,7 +504,7 @@ def test_results_need_no_pandas(monkeypatch, grid_sweep):
 
 def test_rows_are_only_epochs_run(single):
     # History rows past a member's stop are not epochs it ran, NaN or not.
-    short = single._replace(epoch=np.int32(3))
+    short = gd.FitResult(single.state._replace(epoch=np.int32(3)))
     ax = plot.loss_curves({"r": short}, _axes())
     np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), [1, 2, 3])
 
