@@ -432,6 +432,10 @@ def initial_params(plan: Plan) -> tuple[np.ndarray, PyTree]:
     key_data = np.stack([k for k, _ in per_seed])[pick]
     if plan.init is None:
         return key_data, broadcast(plan.shared, m_pad)
+    # NaN in a member's start fails that member at its first step; say so before
+    # the sweep compiles (init ran eagerly, on the host side).
+    for s, (_, p) in zip(plan.seeds.tolist(), per_seed, strict=True):
+        V.check_params(p, f"init(seed_keys({s})[0])", finite=True)
     params = jax.tree.map(lambda *xs: np.stack(xs)[pick], *[p for _, p in per_seed])
     return key_data, params
 

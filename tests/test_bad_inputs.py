@@ -1800,6 +1800,19 @@ def test_guard_false_lets_nan_through_as_asked():
     assert not np.all(np.isfinite(r.params["w"]))
 
 
+def test_nan_from_a_callable_init_is_refused_before_the_sweep_compiles():
+    # init must run (eagerly, per seed) to show its values, so this check
+    # cannot be compile-free; it still comes before the sweep's program.
+    def init(k):
+        return {"w": jnp.log(jax.random.uniform(k, (4,)) - 0.5)}  # NaN for some
+
+    before = gd.loop.advance_members._cache_size()
+    with pytest.raises(gd.errors.GdjaxValueError, match=r"init\(seed_keys\(\d\)\[0\]\)"
+                       r"\['w'\] must be finite"):
+        gd.sweep(ls_loss, init, DATA, TX, seeds=[0, 1, 2], epochs=2)
+    assert gd.loop.advance_members._cache_size() == before
+
+
 def test_host_value_reads_schedules_without_compiling(compiles):
     schedules = [
         optax.linear_schedule(-0.1, 0.1, 10),
