@@ -786,6 +786,8 @@ def fit_resumable(
         return bool(user_callback(result)) if user_callback is not None else False
 
     driving = dataclasses.replace(driving, chunk_epochs=every, callback=on_chunk)
-    state = runs.drive(run, advance=runs.advance_for(driving), driving=driving)
+    state = runs.drive(
+        run, advance=runs.advance_for(driving), driving=driving, donates=driving.donate
+    )
     save.save(FitResult(state))  # a stop asked by the callback comes after it
     return runs.finish(state, driving)

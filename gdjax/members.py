@@ -483,7 +483,11 @@ def execute(plan: Plan, driving: Driving) -> RunState:
 
     run = member_run(plan)
     state = runs.drive(
-        run, advance=loop.advance_members, driving=driving, wrap=FitResult
+        run,
+        advance=loop.advance_members,
+        driving=driving,
+        wrap=FitResult,
+        donates=True,
     )
     return to_host(state, plan.members)
 

@@ -112,7 +112,7 @@ def _axes(ax):
 
 def _fit_result(result: Any) -> tuple[Any, tuple[str, ...] | None, dict]:
     """``(stacked FitResult, axis names or None, coords)`` of a fit or sweep result."""
-    from gdjax.loop import FitResult
+    from gdjax.results import FitResult
 
     if isinstance(result, FitResult):
         return result, None, {}

@@ -560,6 +560,7 @@ def drive(
     advance: Callable,
     driving: Driving,
     wrap: Callable[[RunState], Any] = FitResult,
+    donates: bool = False,
 ) -> RunState:
     """Run a prepared program to its end, in one call or in chunks of epochs.
 
@@ -591,7 +592,9 @@ def drive(
                 bar.set_postfix(loss=f"{np.nanmean(np.asarray(hist)[..., row]):.4g}")
             done = new_done
             running = np.asarray(status) == Status.RUNNING
-            asked = driving.callback is not None and driving.callback(wrap(state))
+            asked = driving.callback is not None and driving.callback(
+                wrap(callback_view(state, donates))
+            )
             if not running.any() or done >= epochs:
                 break
             if asked:
@@ -601,6 +604,13 @@ def drive(
         if bar is not None:
             bar.close()
     return state
+
+
+def callback_view(state: RunState, donates: bool) -> RunState:
+    """What a callback may keep: a copy when the next chunk donates ``state``."""
+    if not donates:
+        return state
+    return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, state)
 
 
 def finish(state: RunState, driving: Driving) -> FitResult:
@@ -714,7 +724,9 @@ def fit(
         recording=recording,
         driving=driving,
     )
-    state = drive(run, advance=advance_for(driving), driving=driving)
+    state = drive(
+        run, advance=advance_for(driving), driving=driving, donates=driving.donate
+    )
     return finish(state, driving)
 
 
@@ -724,6 +736,7 @@ __all__ = [
     "Run",
     "abstract_batch",
     "advance_for",
+    "callback_view",
     "check_transform",
     "drive",
     "finish",

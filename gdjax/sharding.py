@@ -287,7 +287,9 @@ def fit_data_parallel(
         state=jax.device_put(run.state, replicated),
         inputs=run.inputs._replace(key=jax.device_put(run.inputs.key, replicated)),
     )
-    state = runs.drive(run, advance=runs.advance_for(driving), driving=driving)
+    state = runs.drive(
+        run, advance=runs.advance_for(driving), driving=driving, donates=driving.donate
+    )
     return runs.finish(state, driving)
 
 

@@ -221,7 +221,7 @@ class _Stream:
 def _check_stream_args(
     steps_per_epoch: Any, last_batch: Any, loss: LossFn, driving: Driving
 ) -> int:
-    k = spec._count(steps_per_epoch, "steps_per_epoch")
+    k = V.check_count(steps_per_epoch, "steps_per_epoch")
     if last_batch not in ("pad", "drop"):
         raise ValueError(f"last_batch must be 'pad' or 'drop', got {last_batch!r}.")
     if last_batch == "pad" and not getattr(loss, "accepts_weights", False):
@@ -289,7 +289,7 @@ def _drive(
                 bar.update(1)
             running = np.asarray(status) == Status.RUNNING
             asked = driving.callback is not None and driving.callback(
-                FitResult(_with_history(state, records))
+                FitResult(_with_history(runs.callback_view(state, True), records))
             )
             if not running.any():
                 break

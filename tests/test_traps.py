@@ -301,3 +301,16 @@ def test_internals_are_out_of_the_way():
     # A FitResult is a pytree: device_get / tree.map see the whole run state.
     leaves = jax.tree.leaves(r)
     assert len(leaves) == len(jax.tree.leaves(r.state))
+
+
+def test_a_callback_may_keep_what_it_is_given_when_the_run_donates():
+    (x, y), *_ = least_squares_problem(n=16)
+    kept = []
+    gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), key=KEY, epochs=6,
+           chunk_epochs=2, donate=True, callback=lambda r: kept.append(r.params))
+    sw_kept = []
+    gd.sweep(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), seeds=[0, 1], epochs=6,
+             chunk_epochs=2, callback=lambda r: sw_kept.append(r.params))
+    for params in kept + sw_kept:  # none deleted by a later donation
+        assert np.all(np.isfinite(np.asarray(params["w"])))
+    assert len(kept) == len(sw_kept) == 3
