@@ -510,7 +510,14 @@ def trace_loss(
         out = loss(p, b)
         return out[0] if has_aux else out
 
-    grads = jax.make_jaxpr(jax.grad(value_of))(params, batch)
+    try:
+        grads = jax.make_jaxpr(jax.grad(value_of))(params, batch)
+    except Exception as e:  # noqa: BLE001 - reworded, JAX's error chained
+        first = (str(e).splitlines() or [""])[0]
+        raise GdjaxTypeError(
+            f"{name} cannot be differentiated with respect to params (reverse "
+            f"mode): {type(e).__name__}: {first}"
+        ) from e
     if all(_structurally_zero(grads.jaxpr)):
         raise GdjaxValueError(
             f"{name}'s gradient with respect to params is identically zero: it "

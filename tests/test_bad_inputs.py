@@ -1151,6 +1151,12 @@ def _loss_complex(params, batch):
     return ls_loss(params, batch).astype(jnp.complex64)
 
 
+def _loss_while_loop(params, batch):
+    # A data-dependent loop: forward works, reverse-mode differentiation cannot.
+    value = ls_loss(params, batch)
+    return jax.lax.while_loop(lambda v: v > 1.0, lambda v: v / 2, value)
+
+
 def _generator():
     yield X, Y
 
@@ -1285,6 +1291,11 @@ def _new_fit_cases() -> list[Case]:
          f(loss=_loss_stop_gradient),
          ValueError, r"gradient with respect to params is identically zero",
          DEGENERATE),
+        ("fit-loss-while-loop", "a loss with a lax.while_loop on params",
+         f(loss=_loss_while_loop),
+         TypeError, r"loss cannot be differentiated with respect to params \(reverse "
+         r"mode\): ValueError: Reverse-mode differentiation does not work for "
+         r"lax\.while_loop", WORDS),
         ("fit-constant-loss", "a loss that ignores params", f(loss=_loss_constant),
          ValueError, r"loss does not depend on params", DEGENERATE),
         # checks that happened too late
