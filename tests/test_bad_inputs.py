@@ -1735,6 +1735,21 @@ def test_a_stop_at_the_first_step_is_described_from_one():
     assert "-1" not in r.reason
 
 
+def test_a_grid_of_two_swept_axes_is_accepted():
+    # On a grid each value appears once per other axis's value: not a repeat.
+    res = gd.sweep(
+        ls_loss,
+        P,
+        DATA,
+        MOMENTUM,
+        seeds=[0],
+        hyperparams={"learning_rate": [0.05, 0.1], "momentum": [0.5, 0.9]},
+        epochs=2,
+    )
+    assert res.shape == (1, 2, 2)
+    assert np.all(np.isfinite(res.final_loss))
+
+
 def test_float64_data_that_fits_float32_is_accepted():
     r = gd.fit(ls_loss, P, (X.astype(np.float64), Y), TX, key=KEY, epochs=2)
     ref = gd.fit(ls_loss, P, DATA, TX, key=KEY, epochs=2)
