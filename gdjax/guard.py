@@ -16,6 +16,16 @@ row, applies the next one (NaN and all), this guard also checks the update and
 the new parameters (an overflow of :math:`\theta + u` is caught), never lets a
 non-finite value through, and says where it happened.
 
+Numerics. An accepted update is the inner update, bit for bit; but a loop that
+adds it to the parameters in the same compiled program may round differently
+from the unguarded loop. On CPU, XLA fuses ``p + (-lr * g)`` into one fused
+multiply-add; a select between the product and the sum (any guard that returns
+a conditional update, ``optax.apply_if_finite`` too) prevents that, so a
+guarded run drifts from the unguarded one by float rounding (W5, batch-1
+logistic regression: 7e-7 after 1,347 steps). ``fit``'s own guard and
+:func:`gdjax.pieces.make_step` select the new *parameters* after the sum, keep
+the fusion, and are bitwise the unguarded run while no step is rejected.
+
 Transforms *before* the guard in a chain update their state on a rejected step
 too: put every stateful transform inside it,
 ``optax.chain(optax.clip_by_global_norm(1.0), gd.reject_nonfinite(optax.adam(1e-3)))``.
@@ -30,7 +40,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax import loop
 from gdjax._typing import Params, PyTree
 from gdjax.errors import GdjaxTypeError
 from gdjax.stopping import Status
@@ -66,10 +75,25 @@ class RejectNonfiniteState(NamedTuple):
     first_bad_status: jax.Array
 
 
-def _finite(tree: PyTree) -> jax.Array:
-    if not jax.tree.leaves(tree):
-        return jnp.bool_(True)
-    return jnp.all(loop.leaf_flags(tree))
+def finite_flags(tree: PyTree) -> jax.Array:
+    """One bool per leaf of ``tree``: are all its entries finite?
+
+    ``isfinite(sum(x * 0))``: every term is 0 for finite ``x`` and NaN for NaN
+    or inf (so the sum is exactly 0, or NaN: no overflow), and a float sum
+    vectorizes where XLA's CPU ``all``-reduction of booleans does not. On a
+    65,536-entry leaf it costs about 15 us against 88 us for
+    ``jnp.all(jnp.isfinite(x))`` (2-core CPU), the same answer. An empty tree
+    gives one True.
+
+    Examples:
+      >>> import jax.numpy as jnp, gdjax as gd
+      >>> gd.guard.finite_flags({"a": jnp.ones(2), "b": jnp.array([1.0, jnp.inf])})
+      Array([ True, False], dtype=bool)
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.ones((1,), bool)
+    return jnp.stack([jnp.isfinite(jnp.sum(jnp.asarray(x) * 0)) for x in leaves])
 
 
 def reject_nonfinite(
@@ -160,15 +184,15 @@ def reject_nonfinite(
             grads, state.inner_state, params, **extra_args
         )
         value = extra_args.get("value")
-        value_ok = jnp.bool_(True) if value is None else _finite(value)
-        grad_ok = _finite(grads)
+        value_ok = jnp.bool_(True) if value is None else jnp.all(finite_flags(value))
         if params is None:
             checked = new_updates
         else:
             checked = optax.apply_updates(params, new_updates)
         # For finite theta, theta + u is finite only if u is: one test of the
         # new parameters covers the update (and catches an overflow of the sum).
-        out_ok = _finite(checked)
+        grad_flags, out_flags = finite_flags(grads), finite_flags(checked)
+        grad_ok, out_ok = jnp.all(grad_flags), jnp.all(out_flags)
         ok = value_ok & grad_ok & out_ok
         apply = ok
         if halt:
@@ -178,13 +202,14 @@ def reject_nonfinite(
             Status.NONFINITE_LOSS,
             jnp.where(~grad_ok, Status.NONFINITE_GRAD, Status.NONFINITE_PARAMS),
         ).astype(jnp.int32)
-        leaf = jax.lax.cond(
-            value_ok & ~ok,
-            lambda: jnp.where(
-                grad_ok, loop.first_bad_leaf(checked), loop.first_bad_leaf(grads)
-            ),
-            lambda: jnp.int32(-1),
+        # Selects, not a lax.cond: a conditional per step costs as much as a
+        # tiny step on CPU, and argmin over a few flags is free.
+        leaf = jnp.where(
+            ~grad_ok,
+            jnp.argmin(grad_flags),
+            jnp.where(~out_ok, jnp.argmin(out_flags), -1),
         )
+        leaf = jnp.where(value_ok, leaf, -1).astype(jnp.int32)
         first = (state.first_bad_step == 0) & ~apply
         count = state.count + jnp.int32(1)
         kept = jax.tree.map(lambda u: jnp.full_like(u, -0.0), new_updates)
@@ -229,4 +254,4 @@ def bad_leaf_path(params: Params, state: RejectNonfiniteState) -> str | None:
     return f"params{jax.tree_util.keystr(paths[leaf][0])}"
 
 
-__all__ = ["RejectNonfiniteState", "bad_leaf_path", "reject_nonfinite"]
+__all__ = ["RejectNonfiniteState", "bad_leaf_path", "finite_flags", "reject_nonfinite"]
