@@ -1930,6 +1930,7 @@ def _message(case: Case) -> str:
         return "(no error)", "(none)"
     text = text.replace(str(CKPT), "<tmp>")
     text = re.sub(r"0x[0-9a-fA-F]+", "0x…", text)
+    text = re.sub(r"\(\d+ bytes\)", "(… bytes)", text)  # a checkpoint's size varies
     text = text.replace("|", "\\|").replace("\n", "<br>")
     return error, text
 
