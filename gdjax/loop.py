@@ -48,6 +48,7 @@ import optax
 
 from gdjax import batching, stopping
 from gdjax._typing import Batch, Key, Params, PyTree
+from gdjax.stateful import LossSpec, step_key
 from gdjax.stopping import Criteria, Status
 
 
@@ -87,6 +88,8 @@ class RunState(NamedTuple):
         a NaN/inf stop (-1 if none, or if the loss itself was non-finite).
       best_loss: the best epoch loss so far (the plateau criterion).
       bad_epochs: epochs in a row without relative improvement above ``tol``.
+      loss_state: the state of a stateful loss (:func:`gdjax.stateful`), ``()``
+        for any other loss (likewise the last finite one after a NaN/inf stop).
     """
 
     params: Params
@@ -98,6 +101,7 @@ class RunState(NamedTuple):
     bad_leaf: jax.Array
     best_loss: jax.Array
     bad_epochs: jax.Array
+    loss_state: PyTree = ()
 
 
 class Inputs(NamedTuple):
@@ -106,7 +110,8 @@ class Inputs(NamedTuple):
     Attributes:
       data: the training set (leading example axis n).
       val_data: held-out data or None.
-      key: the run's key (data order only).
+      key: the run's key: the data order, and the loss's key stream
+        (:func:`gdjax.step_key`) for a loss declared with a key.
       criteria: the stopping numbers (:class:`~gdjax.stopping.Criteria`).
       loss_leaves: the array leaves of the loss (e.g. ``make_loss``'s ``l2``),
         so that new values do not recompile; see :func:`split_callable`.
@@ -157,6 +162,7 @@ class StepCarry(NamedTuple):
     loss_sum: jax.Array
     grad_norm_sum: jax.Array
     count: jax.Array
+    loss_state: PyTree = ()
 
 
 # ------------------------------------------------------------------ the loss, split
@@ -276,6 +282,20 @@ def _value_and_grad(program: Program, inputs: Inputs) -> Callable:
     return jax.value_and_grad(loss)
 
 
+def declared_step(
+    loss: LossSpec, inputs: Inputs, carry: StepCarry, batch: Batch
+) -> tuple[jax.Array, PyTree, PyTree]:
+    """``(value, grads, new_state)`` of a loss declared with a key or a state.
+
+    The key of the step is :func:`gdjax.step_key` of the run's key and the
+    steps applied so far; the gradient is taken with respect to the params.
+    """
+    key = step_key(inputs.key, carry.steps) if loss.takes_key else None
+    vg = jax.value_and_grad(loss.train_value, has_aux=True)
+    (value, new_state), grads = vg(carry.params, carry.loss_state, batch, key)
+    return value, grads, new_state
+
+
 def train_step(
     program: Program,
     inputs: Inputs,
@@ -294,11 +314,14 @@ def train_step(
     idx, w = batch_xs
     data = inputs.data
     batch = data if program.regime.kind == "full" else batching.gather(data, idx)
-    vg = _value_and_grad(program, inputs)
-    if program.plan.masked:
-        value, grads = vg(carry.params, batch, w)
+    loss = join_callable(program.loss, inputs.loss_leaves)
+    new_state = carry.loss_state
+    if isinstance(loss, LossSpec):
+        value, grads, new_state = declared_step(loss, inputs, carry, batch)
+    elif program.plan.masked:
+        value, grads = _value_and_grad(program, inputs)(carry.params, batch, w)
     else:
-        value, grads = vg(carry.params, batch)
+        value, grads = _value_and_grad(program, inputs)(carry.params, batch)
     gnorm = optax.tree.norm(grads).astype(value.dtype)
     updates, new_opt = program.update(grads, carry.opt_state, carry.params)
     new_params = optax.apply_updates(carry.params, updates)
@@ -313,6 +336,7 @@ def train_step(
             carry.loss_sum + value,
             carry.grad_norm_sum + gnorm,
             carry.count + one,
+            new_state,
         ), None
     status, bad_leaf = carry.status, carry.bad_leaf
     apply = (status == Status.RUNNING) & (carry.steps < inputs.criteria.max_steps)
@@ -332,6 +356,7 @@ def train_step(
         carry.loss_sum + jnp.where(apply, value, zero),
         carry.grad_norm_sum + jnp.where(apply, gnorm, zero),
         carry.count + apply.astype(jnp.int32),
+        _tree_select(apply, new_state, carry.loss_state),
     ), None
 
 
@@ -383,6 +408,7 @@ def run_epoch(program: Program, inputs: Inputs, state: RunState) -> StepCarry:
         zero,
         zero,
         jnp.zeros((), jnp.int32),
+        state.loss_state,
     )
     if program.fast:
         return fast_epoch(program, inputs, carry, (idx, w))
@@ -415,23 +441,36 @@ def record_epoch(
     nan = jnp.full((), jnp.nan, hist.loss.dtype)
     e_loss, e_gn = epoch_means(carry)
     slot = e // program.stride
-    params = carry.params
+    params, loss_state = carry.params, carry.loss_state
+    loss = join_callable(program.loss, inputs.loss_leaves)
+    declared = isinstance(loss, LossSpec)
     val_h, met_h = hist.val_loss, hist.metric
     if program.has_val:
-        loss = join_callable(program.loss, inputs.loss_leaves)
-        val_h = val_h.at[slot].set(loss(params, inputs.val_data).astype(nan.dtype))
+        if declared:  # inference mode (see gdjax.stateful)
+            val = loss.eval_value(params, loss_state, inputs.val_data)
+        else:
+            val = loss(params, inputs.val_data)
+        val_h = val_h.at[slot].set(val.astype(nan.dtype))
     if program.metric is not None:
         eval_data = inputs.val_data if program.has_val else inputs.data
-        met_h = met_h.at[slot].set(
-            jnp.asarray(program.metric(params, eval_data)).astype(nan.dtype)
+        met = (
+            loss.evaluate(program.metric, params, loss_state, eval_data)
+            if declared
+            else program.metric(params, eval_data)
         )
+        met_h = met_h.at[slot].set(jnp.asarray(met).astype(nan.dtype))
     monitors = dict(hist.monitors)
     for name, fn in program.monitors:
+        if declared:
+            fn = functools.partial(loss.evaluate, fn)
+            operand = (params, loss_state)
+        else:
+            operand = (params,)
         value = jax.lax.cond(
             e % program.monitor_every == 0,
-            lambda p, fn=fn: jnp.asarray(fn(p, inputs.data), nan.dtype),
-            lambda p: nan,
-            params,
+            lambda o, fn=fn: jnp.asarray(fn(*o, inputs.data), nan.dtype),
+            lambda o: nan,
+            operand,
         )
         monitors[name] = jnp.where(
             jnp.isnan(value), monitors[name], monitors[name].at[slot].set(value)
@@ -490,6 +529,7 @@ def epoch_verdict(
         bad_leaf=carry.bad_leaf,
         best_loss=best,
         bad_epochs=bad_epochs,
+        loss_state=carry.loss_state,
     )
 
 
@@ -538,6 +578,7 @@ def initial_state(
     params: Params,
     opt_state: PyTree,
     dtype: Any,
+    loss_state: PyTree = (),
 ) -> RunState:
     """The state of a run before its first epoch (history all NaN), on the host."""
     nan = np.full((rows,), np.nan, dtype)
@@ -560,6 +601,7 @@ def initial_state(
         bad_leaf=i32(-1),
         best_loss=np.asarray(np.inf, dtype),
         bad_epochs=i32(0),
+        loss_state=loss_state,
     )
 
 
@@ -573,6 +615,7 @@ __all__ = [
     "advance",
     "advance_donated",
     "advance_members",
+    "declared_step",
     "epoch_means",
     "epoch_verdict",
     "fast_epoch",

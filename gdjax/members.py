@@ -48,7 +48,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gdjax import _validate as V
-from gdjax import batching, loop, runs, transforms
+from gdjax import batching, loop, runs, stateful, transforms
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
 from gdjax.loop import RunState
@@ -264,6 +264,7 @@ class Plan(NamedTuple):
     members: int  # M
     mesh: jax.sharding.Mesh | None
     recording: Recording
+    loss: Any = None  # a declared loss's initial state (gdjax.stateful)
 
 
 def broadcast(tree: Any, m: int) -> Any:
@@ -399,6 +400,7 @@ def plan_members(
         members=m,
         mesh=mesh,
         recording=recording,
+        loss=loss,
     )
 
 
@@ -460,7 +462,8 @@ def member_run(plan: Plan) -> runs.Run:
     rows = runs.rows(run.program.epochs, plan.recording)
     rest = loop.initial_state(rows, names, None, None, run.dtype)
     rest = put(broadcast(rest._replace(params=None, opt_state=None), len(key_data)))
-    state = rest._replace(params=params, opt_state=opt_state)
+    loss_state = put(stateful.member_states(plan.loss, params, len(key_data)))
+    state = rest._replace(params=params, opt_state=opt_state, loss_state=loss_state)
     inputs = run.inputs._replace(
         data=jax.device_put(run.inputs.data, rep),
         val_data=None

@@ -119,6 +119,12 @@ class FitResult:
         return self.state.opt_state
 
     @property
+    def loss_state(self) -> Any:
+        """The state of a stateful loss (:func:`gdjax.stateful`), ``()`` otherwise
+        (the last finite one if the run hit NaN/inf)."""
+        return self.state.loss_state
+
+    @property
     def history(self) -> History:
         """The per-epoch :class:`~gdjax.History` of the epochs actually run.
 

@@ -31,12 +31,13 @@ import numpy as np
 import optax
 
 from gdjax import _validate as V
-from gdjax import batching, loop, spec
+from gdjax import batching, loop, spec, stateful
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError, NonFiniteError
 from gdjax.loop import Inputs, Program, RunState
 from gdjax.results import FitResult, describe_stop
 from gdjax.spec import Driving, Recording, Stopping
+from gdjax.stateful import LossSpec
 from gdjax.stopping import Status
 from gdjax.transforms import get_hyperparams, hyperparam_names, set_hyperparams
 
@@ -228,9 +229,17 @@ def _check_data_and_loss(
             f"{epochs * plan.steps} steps, past 2**31 - 1 (the run counts steps in "
             "int32); lower epochs or pass max_steps."
         )
-    trace = _trace_loss(loss, params, abstract_batch(data, plan.batch_size))
+    batch = abstract_batch(data, plan.batch_size)
+    if isinstance(loss, LossSpec):
+        if val_data is not None:
+            V.check_data(val_data, "val_data", check_finite=driving.check_finite)
+        state = stateful.initial_state(loss, params, abstract=True)
+        trace = stateful.check_loss(loss, params, batch, state, val_data)
+    else:
+        stateful.check_plain(loss)
+        trace = _trace_loss(loss, params, batch)
     V.warn_ignored_batch(trace)
-    if val_data is not None:
+    if val_data is not None and not isinstance(loss, LossSpec):
         V.check_data(val_data, "val_data", check_finite=driving.check_finite)
         _check_val_data(loss, params, val_data, data)
     if hasattr(loss, "check_data"):
@@ -249,23 +258,36 @@ def check_recording(
     val_data: Batch | None,
     dtype: Any,
     epochs: int,
+    loss_state: PyTree | None = None,
 ) -> None:
     """``metric``, ``monitors`` and ``until`` trace to scalars; thresholds are
-    finite in the run's ``dtype`` (all abstract: nothing compiles)."""
+    finite in the run's ``dtype`` (all abstract: nothing compiles).
+
+    With a stateful loss (``loss_state`` its abstract state) the metric and
+    the monitors are called ``fn(params, state, batch)``.
+    """
     for name in ("target_loss", "grad_tol", "tol"):
         value = getattr(stopping, name)
         if value is not None:
             V.check_in_dtype(value, name, dtype)
+    ps, with_state = (params,), ""
+    if loss_state is not None:
+        ps, with_state = (params, loss_state), "state, "
     checks = [
         (
             "metric",
             recording.metric,
-            "metric(params, batch)",
-            (params, data if val_data is None else val_data),
+            f"metric(params, {with_state}batch)",
+            (*ps, data if val_data is None else val_data),
         ),
     ]
     checks += [
-        (f"monitors[{n!r}]", fn, f"monitors[{n!r}](params, data)", (params, data))
+        (
+            f"monitors[{n!r}]",
+            fn,
+            f"monitors[{n!r}](params, {with_state}data)",
+            (*ps, data),
+        )
         for n, fn in recording.monitors
     ]
     if stopping.until is not None:
@@ -396,7 +418,12 @@ def prepare(
         loss, params, data, val_data, regime, epochs, stopping, driving
     )
     dtype = trace.dtype
-    check_recording(stopping, recording, params, data, val_data, dtype, epochs)
+    loss_state = None
+    if isinstance(loss, LossSpec) and loss.has_state:
+        loss_state = stateful.initial_state(loss, params, abstract=True)
+    check_recording(
+        stopping, recording, params, data, val_data, dtype, epochs, loss_state
+    )
     check_fit_hyperparams(hyperparams, transform, params)
     program, loss_leaves = make_program(
         loss,
@@ -420,25 +447,35 @@ def prepare(
         _check_update(transform, params, jax.eval_shape(transform.init, params))
         return Run(program, None, inputs, dtype)
     state = _start_state(
-        transform, params, epochs, recording, dtype, hyperparams, resume
+        transform, params, epochs, recording, dtype, hyperparams, resume, loss
     )
     _check_update(transform, params, state.opt_state)
     run = Run(program, state, inputs, dtype)
-    if resume is None:
+    if resume is None and not isinstance(loss, LossSpec):
         warn_if_stuck(run, params)
     return run
 
 
 def _start_state(
-    transform, params, epochs, recording, dtype, hyperparams, resume
+    transform, params, epochs, recording, dtype, hyperparams, resume, loss=None
 ) -> RunState:
     n_rows = rows(epochs, recording)
     names = tuple(name for name, _ in recording.monitors)
     if resume is None:
         opt_state = transform.init(params)
-        state = loop.initial_state(n_rows, names, params, opt_state, dtype)
+        loss_state = stateful.initial_state(loss, params)
+        state = loop.initial_state(
+            n_rows, names, params, opt_state, dtype, loss_state
+        )
     else:
         state = resume_state(resume, transform, params, epochs, recording)
+        V.check_same_structure(
+            stateful.initial_state(loss, params, abstract=True),
+            state.loss_state,
+            "the loss's state",
+            "resume's loss state",
+            dtypes=True,
+        )
     if hyperparams:
         state = state._replace(
             opt_state=set_hyperparams(state.opt_state, **hyperparams)
@@ -654,14 +691,18 @@ def fit(
     Args:
       loss: ``loss(params, batch) -> scalar``; any jittable function. A loss
         that declares per-example weights (``gd.make_loss``,
-        ``gd.with_example_weights``) also masks a padded last batch.
+        ``gd.with_example_weights``) also masks a padded last batch. A loss
+        that takes a key each step or carries a state is declared with
+        :func:`gdjax.keyed` or :func:`gdjax.stateful` (see
+        :mod:`gdjax.stateful`); its state ends in ``result.loss_state``.
       params: initial parameters, any pytree of float arrays (flax, equinox...).
       data: a pytree of arrays sharing a leading example axis of length n,
         e.g. ``(x, y)``; put on the device once and gathered into batches.
       transform: an optax ``GradientTransformation`` (``gd.sgd(...)`` or any
         optax chain).
       key: the run's PRNG key; it decides the data order (epoch e uses
-        ``fold_in(key, e - 1)``) and nothing else.
+        ``fold_in(key, e - 1)``) and, for a keyed loss, the loss's keys
+        (:func:`gdjax.step_key`), and nothing else.
       epochs: the epoch budget (and the length of the history).
       regime: :func:`gdjax.full_batch` (default), :func:`gdjax.stochastic` or
         :func:`gdjax.minibatch`.
