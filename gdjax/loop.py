@@ -48,7 +48,7 @@ import optax
 
 from gdjax import batching, stopping
 from gdjax._typing import Batch, Key, Params, PyTree
-from gdjax.stateful import LossSpec, step_key
+from gdjax.loss_forms import LossSpec, step_key
 from gdjax.stopping import Criteria, Status
 
 
@@ -446,7 +446,7 @@ def record_epoch(
     declared = isinstance(loss, LossSpec)
     val_h, met_h = hist.val_loss, hist.metric
     if program.has_val:
-        if declared:  # inference mode (see gdjax.stateful)
+        if declared:  # inference mode (see gdjax.loss_forms)
             val = loss.eval_value(params, loss_state, inputs.val_data)
         else:
             val = loss(params, inputs.val_data)

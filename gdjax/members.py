@@ -48,7 +48,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gdjax import _validate as V
-from gdjax import batching, loop, runs, stateful, transforms
+from gdjax import batching, loop, loss_forms, runs, transforms
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
 from gdjax.loop import RunState
@@ -462,7 +462,7 @@ def member_run(plan: Plan) -> runs.Run:
     rows = runs.rows(run.program.epochs, plan.recording)
     rest = loop.initial_state(rows, names, None, None, run.dtype)
     rest = put(broadcast(rest._replace(params=None, opt_state=None), len(key_data)))
-    loss_state = put(stateful.member_states(plan.loss, params, len(key_data)))
+    loss_state = put(loss_forms.member_states(plan.loss, params, len(key_data)))
     state = rest._replace(params=params, opt_state=opt_state, loss_state=loss_state)
     inputs = run.inputs._replace(
         data=jax.device_put(run.inputs.data, rep),

@@ -31,13 +31,13 @@ import numpy as np
 import optax
 
 from gdjax import _validate as V
-from gdjax import batching, loop, spec, stateful
+from gdjax import batching, loop, loss_forms, spec
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError, NonFiniteError
 from gdjax.loop import Inputs, Program, RunState
 from gdjax.results import FitResult, describe_stop
 from gdjax.spec import Driving, Recording, Stopping
-from gdjax.stateful import LossSpec
+from gdjax.loss_forms import LossSpec
 from gdjax.stopping import Status
 from gdjax.transforms import get_hyperparams, hyperparam_names, set_hyperparams
 
@@ -233,10 +233,10 @@ def _check_data_and_loss(
     if isinstance(loss, LossSpec):
         if val_data is not None:
             V.check_data(val_data, "val_data", check_finite=driving.check_finite)
-        state = stateful.initial_state(loss, params, abstract=True)
-        trace = stateful.check_loss(loss, params, batch, state, val_data)
+        state = loss_forms.initial_state(loss, params, abstract=True)
+        trace = loss_forms.check_loss(loss, params, batch, state, val_data)
     else:
-        stateful.check_plain(loss)
+        loss_forms.check_plain(loss)
         trace = _trace_loss(loss, params, batch)
     V.warn_ignored_batch(trace)
     if val_data is not None and not isinstance(loss, LossSpec):
@@ -420,7 +420,7 @@ def prepare(
     dtype = trace.dtype
     loss_state = None
     if isinstance(loss, LossSpec) and loss.has_state:
-        loss_state = stateful.initial_state(loss, params, abstract=True)
+        loss_state = loss_forms.initial_state(loss, params, abstract=True)
     check_recording(
         stopping, recording, params, data, val_data, dtype, epochs, loss_state
     )
@@ -463,14 +463,14 @@ def _start_state(
     names = tuple(name for name, _ in recording.monitors)
     if resume is None:
         opt_state = transform.init(params)
-        loss_state = stateful.initial_state(loss, params)
+        loss_state = loss_forms.initial_state(loss, params)
         state = loop.initial_state(
             n_rows, names, params, opt_state, dtype, loss_state
         )
     else:
         state = resume_state(resume, transform, params, epochs, recording)
         V.check_same_structure(
-            stateful.initial_state(loss, params, abstract=True),
+            loss_forms.initial_state(loss, params, abstract=True),
             state.loss_state,
             "the loss's state",
             "resume's loss state",
@@ -694,7 +694,7 @@ def fit(
         ``gd.with_example_weights``) also masks a padded last batch. A loss
         that takes a key each step or carries a state is declared with
         :func:`gdjax.keyed` or :func:`gdjax.stateful` (see
-        :mod:`gdjax.stateful`); its state ends in ``result.loss_state``.
+        :mod:`gdjax.loss_forms`); its state ends in ``result.loss_state``.
       params: initial parameters, any pytree of float arrays (flax, equinox...).
       data: a pytree of arrays sharing a leading example axis of length n,
         e.g. ``(x, y)``; put on the device once and gathered into batches.
