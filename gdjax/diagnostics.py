@@ -274,7 +274,14 @@ def sharpness(
     and a ``converged`` flag (residual :math:`\le` ``tol`` times the largest
     Ritz value in magnitude). Passing the previous vector back as
     ``init_vector`` warm-starts the next measurement: along a training run
-    the top eigenvector moves slowly, so a few products suffice.
+    the top eigenvector moves slowly, so a few products suffice (measured on
+    a 64-32-10 MLP, cross-entropy, every 10 steps of GD at 0.5: 8 warm steps
+    within 0.1% of a cold 40-step estimate, 3 warm steps 1-6% low; in
+    ``examples/edge_of_stability.py``, 3 warm steps every 20 steps end within
+    1%). The warm estimate is a Ritz value, so it errs low, and a short warm
+    start can stay on an eigenvector that is no longer the top one after
+    eigenvalues cross (at a small init, say): compare with a cold estimate
+    now and then.
 
     Args:
       loss: ``loss(params, batch) -> scalar``, twice differentiable.
@@ -719,10 +726,10 @@ def sharpness_monitor(
     the full data per evaluation. To record the sharpness every epoch cheaply,
     warm-start instead: carry ``sharpness(..., init_vector=v,
     full_output=True).vector`` from one measurement to the next in your own
-    loop (2-3 products per measurement track :math:`\lambda_{\max}` to about
-    1%; see ``examples/edge_of_stability.py``). Under ``vmap`` (sweeps) the
-    loop's ``lax.cond`` becomes a select, so the monitor is then paid every
-    epoch whatever ``monitor_every``.
+    loop (a few products per measurement: see :func:`sharpness` for their
+    measured accuracy, and ``examples/edge_of_stability.py``). Under ``vmap``
+    (sweeps) the loop's ``lax.cond`` becomes a select, so the monitor is then
+    paid every epoch whatever ``monitor_every``.
 
     Args:
       loss: the training loss ``loss(params, batch) -> scalar``.
