@@ -202,25 +202,26 @@ class HessianEigen(NamedTuple):
     converged: jax.Array
 
 
-def _eigen(loss, params, batch, key, init_vector, iters, which, tol):
+def _both(loss, params, batch, key, init_vector, iters, tol):
+    """(largest, smallest) as HessianEigen; one program serves either end."""
     _, unravel = ravel_pytree(params)
     if init_vector is not None:
         init_vector = ravel_pytree(init_vector)[0]
     out = curvature.hessian_extremes(
         loss, params, batch, iters=iters, key=key, init_vector=init_vector, tol=tol
     )
-    pair = out.largest if which == "largest" else out.smallest
-    return HessianEigen(pair.value, unravel(pair.vector), pair.residual, pair.converged)
+    return tuple(
+        HessianEigen(pair.value, unravel(pair.vector), pair.residual, pair.converged)
+        for pair in (out.largest, out.smallest)
+    )
 
 
-_eigen_jit = jax.jit(_eigen, static_argnames=("loss", "iters", "which", "tol"))
+_both_jit = jax.jit(_both, static_argnames=("loss", "iters", "tol"))
 
 
-def _sharpness(loss, params, batch, key, iters):
-    return _eigen(loss, params, batch, key, None, iters, "largest", 1e-3).value
-
-
-_sharpness_jit = jax.jit(_sharpness, static_argnames=("loss", "iters"))
+def _eigen(loss, params, batch, key, init_vector, iters, which, tol):
+    both = _both_jit(loss, params, batch, key, init_vector, iters, tol)
+    return both[_WHICH.index(which)]
 
 
 def _check_which(which: Any) -> str:
@@ -333,7 +334,7 @@ def sharpness(
     key = V.check_key(key)
     if init_vector is not None:
         V.check_same_structure(params, init_vector, "params", "init_vector")
-    out = _eigen_jit(loss, params, batch, key, init_vector, iters, which, tol)
+    out = _eigen(loss, params, batch, key, init_vector, iters, which, tol)
     return out if full_output else out.value
 
 
@@ -622,7 +623,7 @@ def fit_auto_step(
     etas: list[float] = []
 
     def measure(p, chunk: int) -> float:
-        out = _eigen_jit(
+        out = _eigen(
             loss,
             p,
             data,
