@@ -203,25 +203,26 @@ class HessianEigen(NamedTuple):
     converged: jax.Array
 
 
-def _eigen(loss, params, batch, key, init_vector, iters, which, tol):
+def _both(loss, params, batch, key, init_vector, iters, tol):
+    """(largest, smallest) as HessianEigen; one program serves either end."""
     _, unravel = ravel_pytree(params)
     if init_vector is not None:
         init_vector = ravel_pytree(init_vector)[0]
     out = curvature.hessian_extremes(
         loss, params, batch, iters=iters, key=key, init_vector=init_vector, tol=tol
     )
-    pair = out.largest if which == "largest" else out.smallest
-    return HessianEigen(pair.value, unravel(pair.vector), pair.residual, pair.converged)
+    return tuple(
+        HessianEigen(pair.value, unravel(pair.vector), pair.residual, pair.converged)
+        for pair in (out.largest, out.smallest)
+    )
 
 
-_eigen_jit = jax.jit(_eigen, static_argnames=("loss", "iters", "which", "tol"))
+_both_jit = jax.jit(_both, static_argnames=("loss", "iters", "tol"))
 
 
-def _sharpness(loss, params, batch, key, iters):
-    return _eigen(loss, params, batch, key, None, iters, "largest", 1e-3).value
-
-
-_sharpness_jit = jax.jit(_sharpness, static_argnames=("loss", "iters"))
+def _eigen(loss, params, batch, key, init_vector, iters, which, tol):
+    both = _both_jit(loss, params, batch, key, init_vector, iters, tol)
+    return both[_WHICH.index(which)]
 
 
 def _check_which(which: Any) -> str:
@@ -275,7 +276,14 @@ def sharpness(
     and a ``converged`` flag (residual :math:`\le` ``tol`` times the largest
     Ritz value in magnitude). Passing the previous vector back as
     ``init_vector`` warm-starts the next measurement: along a training run
-    the top eigenvector moves slowly, so a few products suffice.
+    the top eigenvector moves slowly, so a few products suffice (measured on
+    a 64-32-10 MLP, cross-entropy, every 10 steps of GD at 0.5: 8 warm steps
+    within 0.1% of a cold 40-step estimate, 3 warm steps 1-6% low; in
+    ``examples/edge_of_stability.py``, 3 warm steps every 20 steps end within
+    1%). The warm estimate is a Ritz value, so it errs low, and a short warm
+    start can stay on an eigenvector that is no longer the top one after
+    eigenvalues cross (at a small init, say): compare with a cold estimate
+    now and then.
 
     Args:
       loss: ``loss(params, batch) -> scalar``, twice differentiable.
@@ -327,7 +335,7 @@ def sharpness(
     key = V.check_key(key)
     if init_vector is not None:
         V.check_same_structure(params, init_vector, "params", "init_vector")
-    out = _eigen_jit(loss, params, batch, key, init_vector, iters, which, tol)
+    out = _eigen(loss, params, batch, key, init_vector, iters, which, tol)
     return out if full_output else out.value
 
 
@@ -618,7 +626,7 @@ def fit_auto_step(
     etas: list[float] = []
 
     def measure(p, chunk: int) -> float:
-        out = _eigen_jit(
+        out = _eigen(
             loss,
             p,
             data,
@@ -725,10 +733,10 @@ def sharpness_monitor(
     the full data per evaluation. To record the sharpness every epoch cheaply,
     warm-start instead: carry ``sharpness(..., init_vector=v,
     full_output=True).vector`` from one measurement to the next in your own
-    loop (2-3 products per measurement track :math:`\lambda_{\max}` to about
-    1%; see ``examples/edge_of_stability.py``). Under ``vmap`` (sweeps) the
-    loop's ``lax.cond`` becomes a select, so the monitor is then paid every
-    epoch whatever ``monitor_every``.
+    loop (a few products per measurement: see :func:`sharpness` for their
+    measured accuracy, and ``examples/edge_of_stability.py``). Under ``vmap``
+    (sweeps) the loop's ``lax.cond`` becomes a select, so the monitor is then
+    paid every epoch whatever ``monitor_every``.
 
     Args:
       loss: the training loss ``loss(params, batch) -> scalar``.

@@ -646,17 +646,22 @@ runs the same checks (`tests/test_conformance.py`) and fails if this table is
 out of date. ✓ passes, ✗ fails, – does not apply.
 
 Columns: the dtype columns (bfloat16 … weak) check that `init` and `update`
-give the same structure, shapes, dtypes and weak types eagerly, under `jit`,
-through a `lax.cond` and a `lax.scan` carry, and that updates keep the
-gradient's dtype (params in that dtype; `bf16+f32` and `f32+f64` mix two
-leaves; `weak` is `jnp.array(1.0)`-style params). *no recompile*: after
-`jax.clear_caches()` a jitted `update` compiles once and not on its second
-call. *abstract init*: `init(jax.ShapeDtypeStruct(...))`. *explicit mesh* /
-*auto mesh*: 8 fake CPU devices; state types and shardings agree between
-eager and jitted `init`/`update`, and a jitted step does not compile again.
-*inject_hyperparams*: `optax.inject_hyperparams(factory)(...)` gives the
-plain transform's updates and state over 3 jitted steps. *accumulator_dtype*:
-optax's `test_explicit_dtype`. *ScalarOrSchedule*: `learning_rate` annotated
+give the same structure, shapes, dtypes and weak types under `jit` (by
+`jax.eval_shape`) and, for the mixed and weak columns, eagerly too; that the
+state goes through a `lax.cond` and a `lax.scan` carry; and that updates keep
+the gradient's dtype (params in that dtype; `bf16+f32` and `f32+f64` mix two
+leaves; `weak` is `jnp.array(1.0)`-style params). *no recompile*: with weak
+and with bf16+f32 params, a freshly jitted `update` compiles on its first call
+(asserted, so that a zero means something) and not on its second (one test
+also starts from `jax.clear_caches()`). *abstract init*:
+`init(jax.ShapeDtypeStruct(...))` gives what `jax.eval_shape(init, params)`
+promises. *explicit mesh* / *auto mesh*: 8 fake CPU devices, one subprocess;
+state types and shardings agree between eager and jitted `init`/`update`, and
+a jitted step does not compile again on its second call (auto: params placed
+on the mesh, and under `jax.set_mesh`). *inject_hyperparams*:
+`optax.inject_hyperparams(factory)(...)` gives the plain transform's updates
+and buffers over 3 jitted steps. *accumulator_dtype*: optax's
+`test_explicit_dtype`. *ScalarOrSchedule*: `learning_rate` annotated
 as optax's type and a constant schedule steps as the constant.
 """
 

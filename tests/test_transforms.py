@@ -600,6 +600,7 @@ def test_average_iterates_takes_an_integer_array_start(x64):
 def test_hyperparams_are_stored_strong_in_the_params_highest_dtype(x64):
     params = {"a": jnp.zeros(2, jnp.bfloat16), "b": jnp.zeros(2, jnp.float64)}
     hp = get_hyperparams(sgd(0.05, 0.9).init(params))
-    assert {(v.dtype, v.weak_type) for v in hp.values()} == {(jnp.dtype(jnp.float64), False)}
+    stored = {(v.dtype, v.weak_type) for v in hp.values()}
+    assert stored == {(jnp.dtype(jnp.float64), False)}
     state = sgd(0.1).init({"z": jnp.zeros(2, jnp.complex64)})
     assert state.hyperparams["learning_rate"].dtype == jnp.float32
