@@ -82,7 +82,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdjax import _validate as V
-from gdjax import runs, spec
+from gdjax import runs, sharding, spec
 from gdjax.errors import CheckpointError, GdjaxWarning
 from gdjax.results import FitResult
 from gdjax.stopping import Status
@@ -91,6 +91,7 @@ from gdjax.transforms import get_hyperparams
 __all__ = [
     "CheckpointWarning",
     "CorruptCheckpointError",
+    "check_writable",
     "checkpoints",
     "fingerprint",
     "fit_resumable",
@@ -206,14 +207,20 @@ def _digest(tree: Any) -> str:
 def _data_identity(data: Any) -> dict[str, str] | None:
     if data is None:
         return None
-    return {**_shapes(data), "sha256": _digest(data)}
+    spread = any(
+        isinstance(a, jax.Array) and not a.is_fully_addressable
+        for a in jax.tree.leaves(data)
+    )
+    # Data spread over processes: no process holds it all to hash it.
+    digest = "spread over processes" if spread else _digest(data)
+    return {**_shapes(data), "sha256": digest}
 
 
-def _prepare(loss, params, data, transform, config, specs, options, **kwargs):
+def _prepare(loss, params, data, transform, config, specs, options, prepare, **kwargs):
     """``(run, identity, specs)`` of ``fit``'s arguments, validated as fit does."""
     specs = spec.from_options(*specs, **options)
     stopping, recording, driving = specs
-    run = runs.prepare(
+    run = prepare(
         loss,
         params,
         data,
@@ -285,6 +292,21 @@ def _check_directory(directory: Any, name: str = "directory") -> Path:
             f"{name} must be a path (str or os.PathLike), got {V.describe(directory)}."
         )
     return Path(directory)
+
+
+def check_writable(directory: Path) -> None:
+    """The checkpoint folder exists (or can be made) and takes a file, checked
+    before a run, so that a bad path fails before anything compiles."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".gdjax-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CheckpointError(
+            f"directory must be a folder gdjax can create and write checkpoints "
+            f"into, got {str(directory)!r}: {e.strerror or e}."
+        ) from e
 
 
 def _check_keep(keep: Any) -> int | None:
@@ -366,9 +388,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write(directory: Path, result: FitResult, identity, keep) -> Path:
+    target = directory / f"ckpt-{_epoch_of(result):09d}.npz"
+    if jax.process_index() != 0:  # one writer in a multi-process run
+        return target
     directory.mkdir(parents=True, exist_ok=True)
     blob = _serialize(result, identity)
-    target = directory / f"ckpt-{_epoch_of(result):09d}.npz"
     tmp = directory / f".{target.name}.tmp-{os.getpid()}"
     for stale in directory.glob(".ckpt-*.tmp-*"):  # one writer: a dead save's
         stale.unlink(missing_ok=True)
@@ -678,6 +702,55 @@ def _resumable(result: FitResult, epochs: int) -> bool:
     return status in (Status.RUNNING, Status.CALLBACK)
 
 
+def _agreed_newest(directory: Path) -> tuple[Path, dict, dict] | None:
+    """:func:`_newest` (``None`` when there is no checkpoint), the same on every
+    process of a multi-process run, or a :class:`CheckpointError` on all."""
+    try:
+        found, error = (_newest(directory) if checkpoints(directory) else None), None
+    except CheckpointError as e:  # raised after the others know
+        found, error = None, e
+    if jax.process_count() > 1:
+        _check_processes_agree(directory, found, error)
+    if error is not None:
+        raise error
+    return found
+
+
+def _check_processes_agree(directory: Path, found, error) -> None:
+    """Every process found the same checkpoint (a collective, bounded by the
+    distributed runtime's timeouts)."""
+    from jax.experimental import multihost_utils
+
+    if found is not None:
+        epoch = int(found[1]["epoch"])
+        text = json.dumps(found[1], sort_keys=True).encode()
+    else:
+        epoch, text = (-2 if error is not None else -1), b""
+    mine = np.concatenate(
+        [
+            np.asarray([epoch], np.int64).view(np.uint8),
+            np.frombuffer(hashlib.sha256(text).digest(), np.uint8),
+        ]
+    )
+    every = np.asarray(multihost_utils.process_allgather(mine))
+    if (every == every[0]).all():
+        return
+    seen = []
+    for i, row in enumerate(every):
+        e = int(row[:8].view(np.int64)[0])
+        what = {-1: "no checkpoint", -2: "no readable checkpoint"}.get(
+            e, f"the checkpoint of epoch {e} (sha256 {row[8:16].tobytes().hex()}...)"
+        )
+        seen.append(f"process {i}: {what}")
+    raise CheckpointError(
+        f"the processes of this run found different checkpoints in {directory} ("
+        + "; ".join(seen)
+        + "). A multi-process run writes from process 0 and resumes on every "
+        "process, so the folder must be one that every process sees (a shared "
+        "file system)."
+    )
+
+
 def fit_resumable(
     loss: Callable,
     params: Any,
@@ -693,6 +766,8 @@ def fit_resumable(
     regime: Any = None,
     val_data: Any = None,
     hyperparams: Mapping[str, Any] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    axis: str = "data",
     stopping: spec.Stopping | None = None,
     recording: spec.Recording | None = None,
     driving: spec.Driving | None = None,
@@ -715,6 +790,15 @@ def fit_resumable(
     bitwise the uninterrupted :func:`gdjax.fit` however often the process was
     killed.
 
+    With a ``mesh`` the run is :func:`gdjax.fit_data_parallel`'s, and it may
+    span processes (``jax.distributed``): every process calls this with the
+    same arguments, only process 0 writes, and every process reads the
+    checkpoint it resumes from, so ``directory`` must be a folder every
+    process sees (a shared file system). The processes check that they found
+    the same checkpoint and raise :class:`~gdjax.errors.CheckpointError`
+    naming what each one saw if not (rather than run on from different
+    states).
+
     Args:
       loss, params, data, transform, key, epochs, regime, val_data,
         hyperparams, stopping, recording, driving, **options: as for
@@ -725,6 +809,9 @@ def fit_resumable(
       keep: checkpoints kept.
       config: a dict of your own that identifies the run too (the numbers a
         loss or transform closes over, a model width...).
+      mesh, axis: run data-parallel over ``mesh``'s ``axis``, as
+        :func:`gdjax.fit_data_parallel` (``data`` may be
+        ``sharding.shard_data(..., process_local=True)``).
 
     Returns:
       The :class:`~gdjax.FitResult` of the whole run.
@@ -739,6 +826,7 @@ def fit_resumable(
     directory = _check_directory(directory)
     every = V.check_int(every, "every", minimum=1)
     keep = _check_keep(keep)
+    check_writable(directory)
     args = (loss, params, data, transform)
     kwargs = dict(
         key=key,
@@ -748,12 +836,19 @@ def fit_resumable(
         hyperparams=hyperparams,
     )
     specs = (stopping, recording, driving)
-    run, identity, specs = _prepare(*args, config, specs, options, **kwargs)
+    if mesh is None:
+        prepare = runs.prepare
+    else:
+        prepare = functools.partial(
+            sharding.prepare_data_parallel, mesh=mesh, axis=axis
+        )
+    run, identity, specs = _prepare(*args, config, specs, options, prepare, **kwargs)
     stopping, recording, driving = specs
     epochs = run.program.epochs
     save = _Saver(directory, every, keep, identity)
-    if checkpoints(directory):
-        path, manifest, arrays = _newest(directory)
+    found = _agreed_newest(directory)
+    if found is not None:
+        path, manifest, arrays = found
         # The stored history has the rows of the stored budget.
         stored = manifest.get("identity") or {}
         n_rows = runs.rows(int(stored.get("epochs", epochs)), recording)
@@ -771,7 +866,7 @@ def fit_resumable(
         if not _resumable(result, epochs):
             return runs.finish(result.state, driving)
         save.last = _mark(result)
-        run = runs.prepare(
+        run = prepare(
             *args,
             **kwargs,
             stopping=stopping,

@@ -48,6 +48,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from optax import add_decayed_weights, chain, clip, clip_by_global_norm
 
+from gdjax import _validate as V
 from gdjax._typing import ArrayLike, Params, PyTree
 from gdjax._validate import check_real, describe
 
@@ -85,10 +86,6 @@ def _interval(low: float, high: float | None, low_inc: bool, high_inc: bool) -> 
     )
 
 
-def _is_tracer(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer)
-
-
 def _check_scalar(
     value: Any,
     name: str,
@@ -107,7 +104,7 @@ def _check_scalar(
     value (inside ``jit``/``vmap``) cannot be read on the host and is passed
     through unchecked.
     """
-    if _is_tracer(value):
+    if V.is_tracer(value):
         return value
     if np.iscomplexobj(value):
         raise TypeError(f"{name} must be a real number, got {describe(value)}.")
@@ -144,7 +141,7 @@ def _check_scalar(
 def _mesh_of(tree: PyTree) -> jax.sharding.Mesh | None:
     """The mesh that concrete leaves of ``tree`` are laid out on, if any."""
     for leaf in jax.tree.leaves(tree):
-        if isinstance(leaf, jax.Array) and not _is_tracer(leaf):
+        if isinstance(leaf, jax.Array) and not V.is_tracer(leaf):
             sharding = leaf.sharding
             if isinstance(sharding, NamedSharding):
                 return sharding.mesh
@@ -165,7 +162,7 @@ def _as_array(
     its second call finds the shardings of the first and does not compile
     again. A traced value (inside ``jit``/``vmap``) is converted in the trace.
     """
-    if _is_tracer(value):
+    if V.is_tracer(value):
         return jnp.asarray(value, dtype)
     host = np.asarray(value).astype(dtype)
     if not jax.sharding.get_abstract_mesh().empty:
@@ -184,11 +181,7 @@ def _check_flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
-_RANGES: dict[str, dict[str, Any]] = {
-    "learning_rate": dict(low=0.0, low_inclusive=False),
-    "momentum": dict(low=0.0, high=1.0),
-    "weight_decay": dict(low=0.0),
-}
+_RANGES = V.RANGES  # the one table of ranges lives in gdjax._validate
 
 
 # ---------------------------------------------------------------------------------- sgd
@@ -366,8 +359,11 @@ def _with_numbers(update: Callable[..., Any], numbers: dict) -> Callable[..., An
 
 
 def _check_schedule(schedule: Callable, name: str) -> None:
-    value = schedule(jax.device_put(np.int32(0)))
-    if _is_tracer(value):
+    # Read from the schedule's jaxpr in NumPy: calling it compiles programs.
+    value = V.host_value(schedule, np.int32(0))
+    if value is None:  # an op NumPy cannot evaluate here: call it
+        value = schedule(jax.device_put(np.int32(0)))
+    if V.is_tracer(value):
         return
     _check_scalar(
         np.asarray(value), name, **_RANGES[name], what=" (its value at step 0)"
@@ -502,7 +498,7 @@ def sgd(
         _check_scalar(weight_decay, "weight_decay", **_RANGES["weight_decay"])
     if nesterov and (
         momentum is None
-        or (not _is_tracer(momentum) and float(np.asarray(momentum)) == 0.0)
+        or (not V.is_tracer(momentum) and float(np.asarray(momentum)) == 0.0)
     ):
         raise ValueError(
             f"nesterov=True needs momentum in (0, 1), got momentum={momentum}; pass "
@@ -531,7 +527,7 @@ def sgd(
             update_fn = _build_update(structure, learning_rate)
     else:
         update_fn = _numeric_update(structure)
-    traced = {k: v for k, v in numeric.items() if _is_tracer(v)}
+    traced = {k: v for k, v in numeric.items() if V.is_tracer(v)}
     if traced:
         # Built inside a trace, as optax.inject_hyperparams(sgd) does at each
         # step under jit: the numbers passed in are the ones in force, so they
@@ -676,7 +672,7 @@ def _convert_like(value: Any, stored: Any, name: str) -> jax.Array:
     """``value`` as an array of ``stored``'s dtype and shape, compiling nothing."""
     stored_shape = tuple(np.shape(stored))
     dtype = stored.dtype
-    if _is_tracer(value):
+    if V.is_tracer(value):
         out = jnp.asarray(value, dtype)
         if out.shape != stored_shape:
             raise ValueError(
@@ -874,7 +870,7 @@ def _check_start(start: Any) -> Any:
     )
     if isinstance(start, (bool, np.bool_)) or not integral or np.ndim(start) != 0:
         raise TypeError(f"start must be an integer (0-d), got {describe(start)}.")
-    if _is_tracer(start):
+    if V.is_tracer(start):
         return start
     if int(start) < 0:
         raise ValueError(f"start must be an integer >= 0, got {int(start)}.")
