@@ -8,6 +8,7 @@ initialize (``gd.init``) → forward and loss (``gd.make_loss``) → backprop
 from gdjax import (
     batching,
     checkpoint,
+    curvature,
     datasets,
     diagnostics,
     init,
@@ -25,10 +26,19 @@ from gdjax import (
     theory,
     transforms,
 )
-from gdjax.batching import Regime, full_batch, minibatch, stochastic
-from gdjax.errors import CheckpointError, GdjaxError, GdjaxWarning, NonFiniteError
-from gdjax.gradients import GradResult, value_and_grad
 from gdjax._sweep import sweep
+from gdjax.batching import Regime, full_batch, minibatch, stochastic
+from gdjax.errors import (
+    CheckpointError,
+    GdjaxError,
+    GdjaxTypeError,
+    GdjaxValueError,
+    GdjaxWarning,
+    IgnoredBatchWarning,
+    NonFiniteError,
+    ZeroGradientWarning,
+)
+from gdjax.gradients import GradResult, value_and_grad
 from gdjax.loop import History
 from gdjax.losses import accuracy, make_loss, with_example_weights
 from gdjax.members import seed_keys
@@ -61,20 +71,25 @@ __all__ = [
     "Driving",
     "FitResult",
     "GdjaxError",
+    "GdjaxTypeError",
+    "GdjaxValueError",
     "GdjaxWarning",
     "GradResult",
     "History",
+    "IgnoredBatchWarning",
     "NonFiniteError",
     "Recording",
     "Regime",
     "Status",
     "Stopping",
     "SweepResult",
+    "ZeroGradientWarning",
     "accuracy",
     "average_iterates",
     "averaged_params",
     "batching",
     "checkpoint",
+    "curvature",
     "datasets",
     "diagnostics",
     "fit",

@@ -10,6 +10,7 @@ import optax
 
 from gdjax import batching, members, spec
 from gdjax._typing import Batch, Key, LossFn, Params
+from gdjax.errors import GdjaxTypeError
 from gdjax.results import FitResult, SweepResult
 from gdjax.spec import Driving, Recording, Stopping
 
@@ -18,7 +19,7 @@ def check_sweep_driving(driving: Driving, where: str) -> None:
     """Refuse the driving options that do not apply to members."""
     for name in ("donate", "raise_on_nonfinite"):
         if getattr(driving, name):
-            raise TypeError(
+            raise GdjaxTypeError(
                 f"{where} does not take {name}=True: members always donate their "
                 "state to the program, and a failed member is reported in the "
                 "result (sweep.failed()), not raised."

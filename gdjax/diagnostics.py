@@ -115,14 +115,10 @@ def _check_inputs(loss: LossFn, params: Params, batch: Batch, name: str = "batch
     return n
 
 
-def _is_tracer(value: Any) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(value))
-
-
 def _key_parts(key: Key) -> tuple[tuple[int, ...], str]:
     """A concrete key as hashable parts (for a monitor's equality)."""
     key = V.check_key(key)
-    if _is_tracer(key):
+    if V.is_tracer(key):
         raise TypeError(
             "a monitor's key must be a concrete key, not a traced one: build the "
             "monitor outside jit/vmap."
@@ -413,7 +409,7 @@ class AutoLearningRate(NamedTuple):
 
 
 def _check_safety(safety: Any) -> Any:
-    if not _is_tracer(safety):
+    if not V.is_tracer(safety):
         V.check_real(
             safety,
             "safety",
@@ -490,7 +486,7 @@ def auto_learning_rate(
     out = sharpness(loss, params, data, key=key, iters=iters, tol=tol, full_output=True)
     lam = out.value
     ok = out.converged & (lam > 0) & jnp.isfinite(lam)
-    if not _is_tracer(lam) and not _is_tracer(safety):
+    if not V.is_tracer(lam) and not V.is_tracer(safety):
         value = float(lam)
         if not (np.isfinite(value) and value > 0):
             raise ValueError(
@@ -1146,7 +1142,7 @@ def _member_losses(loss, params, data):
 
 
 def _check_lrs(lrs: Any) -> np.ndarray:
-    if _is_tracer(lrs):
+    if V.is_tracer(lrs):
         raise TypeError("lrs must be concrete (a NumPy array), not traced.")
     arr = np.asarray(lrs, dtype=float)
     if arr.ndim != 1:

@@ -59,24 +59,20 @@ __all__ = [
 ]
 
 
-def _concrete(value: Any) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(value))
-
-
 def _positive(value: Any, name: str) -> None:
-    if _concrete(value):
+    if not V.is_tracer(value):
         V.check_positive(value, name)
 
 
 def _check_mu_l(mu: Any, L: Any) -> None:
     _positive(mu, "mu")
     _positive(L, "L")
-    if _concrete((mu, L)) and np.any(np.asarray(L) < np.asarray(mu)):
+    if not V.is_tracer((mu, L)) and np.any(np.asarray(L) < np.asarray(mu)):
         raise ValueError(f"L must be >= mu, got mu={mu}, L={L}.")
 
 
 def _check_eigenvalues(eigenvalues: Any) -> None:
-    if _concrete(eigenvalues):
+    if not V.is_tracer(eigenvalues):
         arr = np.asarray(eigenvalues)
         if arr.ndim != 1 or arr.size == 0:
             raise ValueError(
@@ -245,7 +241,7 @@ def heavy_ball_rate(
     """
     _check_eigenvalues(eigenvalues)
     _positive(lr, "lr")
-    if _concrete(momentum):
+    if not V.is_tracer(momentum):
         V.check_real(momentum, "momentum", low=0.0, high=1.0, high_inclusive=False)
     return _heavy_ball_rate(_array(eigenvalues), lr, momentum)
 
@@ -322,7 +318,7 @@ def sgd_noise_floor(
     """
     _check_eigenvalues(eigenvalues)
     _positive(lr, "lr")
-    if _concrete(noise_variance):
+    if not V.is_tracer(noise_variance):
         V.check_nonnegative(noise_variance, "noise_variance")
     return _sgd_noise_floor(
         _array(eigenvalues), lr, noise_variance, approximate=bool(approximate)
@@ -352,7 +348,7 @@ def least_squares_spectrum(x: ArrayLike) -> jax.Array:
       >>> least_squares_spectrum(jnp.array([[2.0, 0.0], [0.0, 1.0]]))
       Array([0.5, 2. ], dtype=float32)
     """
-    if _concrete(x):
+    if not V.is_tracer(x):
         shape = np.shape(x)
         if len(shape) != 2 or shape[0] == 0:
             raise ValueError(f"x must be an (n, d) matrix with n >= 1, got {shape}.")
@@ -406,13 +402,13 @@ def compare_rate(
       >>> compare_rate(loss, 1.0, 0.5).max_ratio
       Array(1., dtype=float32)
     """
-    if _concrete(history_loss):
+    if not V.is_tracer(history_loss):
         shape = np.shape(history_loss)
         if len(shape) != 1 or shape[0] == 0:
             raise ValueError(
                 f"history_loss must be a non-empty 1-d array, got shape {shape}."
             )
-        if _concrete(f_star):
+        if not V.is_tracer(f_star):
             gap0 = float(np.asarray(history_loss)[0]) - float(f_star)
             if not gap0 > 0:
                 raise ValueError(
