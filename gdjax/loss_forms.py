@@ -88,8 +88,9 @@ def step_key(key: Key, step: jax.typing.ArrayLike) -> Key:
       A typed PRNG key.
 
     Examples:
-      >>> import jax, gdjax as gd
-      >>> k = gd.step_key(jax.random.key(0), 3)
+      >>> import jax
+      >>> from gdjax.loss_forms import step_key  # gd.step_key
+      >>> k = step_key(jax.random.key(0), 3)
       >>> k.shape, bool(jax.random.key_data(k).any())
       ((), True)
     """
@@ -192,13 +193,14 @@ def keyed(loss: Callable, *, eval_loss: Callable | None = None) -> LossSpec:
 
     Examples:
       >>> import jax, jax.numpy as jnp, gdjax as gd
+      >>> from gdjax.loss_forms import keyed  # gd.keyed
       >>> def loss(p, batch, key):
       ...     x, y = batch
       ...     if key is not None:  # training: inverted dropout on the inputs
       ...         x = x * jax.random.bernoulli(key, 0.9, x.shape) / 0.9
       ...     return jnp.mean((x @ p["w"] - y) ** 2)
       >>> x = jnp.ones((8, 2)); y = jnp.ones((8, 1))
-      >>> r = gd.fit(gd.keyed(loss), {"w": jnp.zeros((2, 1))}, (x, y), gd.sgd(0.1),
+      >>> r = gd.fit(keyed(loss), {"w": jnp.zeros((2, 1))}, (x, y), gd.sgd(0.1),
       ...            key=jax.random.key(0), epochs=50)
       >>> bool(r.final_loss < 0.1)
       True
@@ -237,11 +239,12 @@ def stateful(
 
     Examples:
       >>> import jax, jax.numpy as jnp, gdjax as gd
+      >>> from gdjax.loss_forms import stateful  # gd.stateful
       >>> def loss(p, count, batch):  # counts the steps it is called for
       ...     x, y = batch
       ...     return jnp.mean((x @ p["w"] - y) ** 2), count + 1
       >>> x = jnp.ones((8, 2)); y = jnp.ones((8, 1))
-      >>> spec = gd.stateful(loss, jnp.zeros((), jnp.int32))
+      >>> spec = stateful(loss, jnp.zeros((), jnp.int32))
       >>> r = gd.fit(spec, {"w": jnp.zeros((2, 1))}, (x, y), gd.sgd(0.1),
       ...            key=jax.random.key(0), epochs=5)
       >>> int(r.loss_state), int(r.steps)

@@ -99,14 +99,26 @@ class Stopping:
         )
 
 
+def _check_eval_fn(fn: Any, name: str, call: str) -> None:
+    """A metric or monitor: 2 positional arguments, or 3 (a stateful loss's
+    state in the middle; the run checks which one its loss needs)."""
+    try:
+        V.check_callable(fn, name, call, 3)
+    except TypeError:
+        V.check_callable(fn, name, call, 2)
+
+
 @dataclasses.dataclass(frozen=True)
 class Recording:
     """What a run records after each epoch, beside the loss and gradient norm.
 
     Attributes:
-      metric: ``metric(params, batch) -> scalar`` on ``val_data`` (or ``data``).
+      metric: ``metric(params, batch) -> scalar`` on ``val_data`` (or ``data``);
+        with a stateful loss (:func:`gdjax.stateful`)
+        ``metric(params, state, batch)``.
       monitors: ``{name: fn(params, data) -> scalar}``, every ``monitor_every``
-        epochs (a sorted tuple of pairs once built).
+        epochs (a sorted tuple of pairs once built); ``fn(params, state,
+        data)`` with a stateful loss.
       monitor_every: epochs between monitor evaluations.
       history_size: the most history rows kept; with more epochs, row
         ``(e - 1) // stride`` holds epoch ``e``'s record (the last of each
@@ -120,7 +132,7 @@ class Recording:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        V.check_callable(self.metric, "metric", "metric(params, batch) -> scalar", 2)
+        _check_eval_fn(self.metric, "metric", "metric(params, batch) -> scalar")
         monitors = self.monitors
         if monitors is None:
             monitors = ()
@@ -138,7 +150,7 @@ class Recording:
                 )
             if fn is None:
                 raise GdjaxTypeError(f"monitors[{name!r}] must be callable, got None.")
-            V.check_callable(fn, f"monitors[{name!r}]", "fn(params, data) -> scalar", 2)
+            _check_eval_fn(fn, f"monitors[{name!r}]", "fn(params, data) -> scalar")
         set_(self, "monitors", monitors)
         set_(self, "monitor_every", V.check_count(self.monitor_every, "monitor_every"))
         if self.monitor_every != 1 and not monitors:
