@@ -890,10 +890,16 @@ def as_arrays(tree: Any, name: str = "data") -> Any:
 
 
 def check_no_none(tree: Any, name: str) -> None:
-    """JAX drops ``None`` from a pytree silently; in params or data it is a mistake."""
+    """JAX drops ``None`` from a pytree silently; in params or data it is a mistake.
+
+    Except as a field of a module (a ``GetAttrKey`` in its path): that is
+    ``eqx.partition``'s placeholder for what is not trained, put back by
+    ``eqx.combine``.
+    """
     leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: x is None)
     for path, leaf in leaves:
-        if leaf is None:
+        field = bool(path) and isinstance(path[-1], jax.tree_util.GetAttrKey)
+        if leaf is None and not field:
             raise GdjaxTypeError(
                 f"{name}{jax.tree_util.keystr(path)} must be an array, got None "
                 "(JAX would drop it silently); remove the entry or give it a value."
