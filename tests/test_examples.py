@@ -33,6 +33,8 @@ EXPECTED = {
     "sweep_lr_batch.py": ("best: batch_size=", "sweep_lr_batch.png"),
     "optax_chain.py": ("optax.adam(cosine)", None),
     "flax_equinox_params.py": ("same pytree structure after training: True", None),
+    "dropout_mlp.py": ("sweep of 4 seeds: test accuracy", None),
+    "batchnorm_mlp.py": ("sweep of 4 seeds: test accuracy", None),
     "diagnostics_sharpness.py": ("eta*lambda_max: start", "diagnostics_sharpness.png"),
     "diagnostics_noise_scale.py": (
         "final params, two-batch",
