@@ -32,8 +32,12 @@ def own_fit(loss, params, data, transform, *, key, epochs, regime):
             i, wi = xs
             state, info = step.step(state, pieces.gather(data, i), wi)
             applied = info.applied.astype(jnp.int32)
-            return (state, loss_sum + info.loss, gn_sum + info.grad_norm,
-                    count + applied), None
+            return (
+                state,
+                loss_sum + info.loss,
+                gn_sum + info.grad_norm,
+                count + applied,
+            ), None
 
         zero = jnp.zeros((), jnp.float32)
         (state, ls, gs, count), _ = jax.lax.scan(
@@ -151,6 +155,24 @@ def test_batches_vmap_over_keys_and_epochs():
                 many[i, j], pieces.batches(regime, 20, keys[i], j + 1).indices
             )
     assert not np.array_equal(many[0, 0], many[0, 1])
+
+
+def test_batches_under_jit_compiles_once_for_every_epoch_and_step(compiles):
+    regime = gd.minibatch(7)
+    epoch_fn = jax.jit(lambda k, e: pieces.batches(regime, 30, k, e))
+    step_fn = jax.jit(lambda k, e, s: pieces.batches(regime, 30, k, e, s))
+    epoch_fn(KEY, 1), step_fn(KEY, 1, 0)
+    with compiles() as c:
+        for e in range(2, 6):
+            idx, w = (
+                np.asarray(epoch_fn(KEY, e).indices),
+                np.asarray(epoch_fn(KEY, e).weights),
+            )
+            for s in range(5):
+                one = step_fn(KEY, e, s)
+                np.testing.assert_array_equal(one.indices, idx[s])
+                np.testing.assert_array_equal(one.weights, w[s])
+    assert c.count == 0
 
 
 @pytest.mark.parametrize(
