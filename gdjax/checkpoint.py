@@ -702,6 +702,20 @@ def _resumable(result: FitResult, epochs: int) -> bool:
     return status in (Status.RUNNING, Status.CALLBACK)
 
 
+def _split_over(data: Any) -> tuple[jax.sharding.Mesh, str] | None:
+    """``(mesh, axis)`` when ``data``'s example axis is split over a mesh."""
+    for leaf in jax.tree.leaves(data):
+        where = getattr(leaf, "sharding", None)
+        if (
+            isinstance(where, jax.sharding.NamedSharding)
+            and len(where.device_set) > 1
+            and len(where.spec) > 0
+            and isinstance(where.spec[0], str)
+        ):
+            return where.mesh, where.spec[0]
+    return None
+
+
 def _agreed_newest(directory: Path) -> tuple[Path, dict, dict] | None:
     """:func:`_newest` (``None`` when there is no checkpoint), the same on every
     process of a multi-process run, or a :class:`CheckpointError` on all."""
@@ -766,8 +780,6 @@ def fit_resumable(
     regime: Any = None,
     val_data: Any = None,
     hyperparams: Mapping[str, Any] | None = None,
-    mesh: jax.sharding.Mesh | None = None,
-    axis: str = "data",
     stopping: spec.Stopping | None = None,
     recording: spec.Recording | None = None,
     driving: spec.Driving | None = None,
@@ -790,11 +802,13 @@ def fit_resumable(
     bitwise the uninterrupted :func:`gdjax.fit` however often the process was
     killed.
 
-    With a ``mesh`` the run is :func:`gdjax.fit_data_parallel`'s, and it may
-    span processes (``jax.distributed``): every process calls this with the
-    same arguments, only process 0 writes, and every process reads the
-    checkpoint it resumes from, so ``directory`` must be a folder every
-    process sees (a shared file system). The processes check that they found
+    With ``data`` split over a mesh (:func:`gdjax.sharding.shard_data`) the
+    run is :func:`gdjax.fit_data_parallel`'s over that mesh, as ``jit``
+    follows its inputs' placement, and it may span processes
+    (``jax.distributed``): every process calls this with the same arguments,
+    only process 0 writes, and every process reads the checkpoint it resumes
+    from, so ``directory`` must be a folder every process sees (a shared file
+    system). The processes check that they found
     the same checkpoint and raise :class:`~gdjax.errors.CheckpointError`
     naming what each one saw if not (rather than run on from different
     states).
@@ -809,9 +823,6 @@ def fit_resumable(
       keep: checkpoints kept.
       config: a dict of your own that identifies the run too (the numbers a
         loss or transform closes over, a model width...).
-      mesh, axis: run data-parallel over ``mesh``'s ``axis``, as
-        :func:`gdjax.fit_data_parallel` (``data`` may be
-        ``sharding.shard_data(..., process_local=True)``).
 
     Returns:
       The :class:`~gdjax.FitResult` of the whole run.
@@ -836,9 +847,11 @@ def fit_resumable(
         hyperparams=hyperparams,
     )
     specs = (stopping, recording, driving)
-    if mesh is None:
+    split = _split_over(data)
+    if split is None:
         prepare = runs.prepare
     else:
+        mesh, axis = split
         prepare = functools.partial(
             sharding.prepare_data_parallel, mesh=mesh, axis=axis
         )

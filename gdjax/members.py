@@ -48,7 +48,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gdjax import _validate as V
-from gdjax import batching, loop, loss_forms, runs, transforms
+from gdjax import batching, loop, loss_forms, runs, sharding, transforms
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
 from gdjax.loop import RunState
@@ -447,7 +447,10 @@ def member_run(plan: Plan) -> runs.Run:
     run = plan.run
     shard, rep = shardings(plan)
     key_data, params = initial_params(plan)
-    put = functools.partial(jax.device_put, device=shard)
+    # sharding.place, not jax.device_put: across processes device_put checks
+    # that every process holds equal values, and the NaN of an unwritten
+    # history never equals itself.
+    put = functools.partial(sharding.place, sharding=shard)
     params = put(params)
     # Eagerly, op by op: a transform's init is a few zeros_like whose tiny
     # programs are cached by shape, whereas a jit keyed on transform.init
@@ -457,7 +460,7 @@ def member_run(plan: Plan) -> runs.Run:
         opt_state = transforms.set_hyperparams(opt_state, **plan.hyperparams)
     # A copy: the run donates its state, and an optimizer state may hold the
     # very arrays it was given (params) or share one array between leaves.
-    opt_state = jax.device_put(opt_state, shard, may_alias=False)
+    opt_state = put(opt_state, copy=True)
     names = tuple(name for name, _ in plan.recording.monitors)
     rows = runs.rows(run.program.epochs, plan.recording)
     rest = loop.initial_state(rows, names, None, None, run.dtype)
@@ -465,10 +468,10 @@ def member_run(plan: Plan) -> runs.Run:
     loss_state = put(loss_forms.member_states(plan.loss, params, len(key_data)))
     state = rest._replace(params=params, opt_state=opt_state, loss_state=loss_state)
     inputs = run.inputs._replace(
-        data=jax.device_put(run.inputs.data, rep),
+        data=sharding.place(run.inputs.data, rep),
         val_data=None
         if run.inputs.val_data is None
-        else jax.device_put(run.inputs.val_data, rep),
+        else sharding.place(run.inputs.val_data, rep),
         key=jax.random.wrap_key_data(put(key_data)),
         criteria=put(plan.criteria),
     )
@@ -476,8 +479,12 @@ def member_run(plan: Plan) -> runs.Run:
 
 
 def to_host(state: RunState, members: int) -> RunState:
-    """The members' state on the host, padding members dropped."""
-    return jax.tree.map(lambda a: np.asarray(a)[:members], jax.device_get(state))
+    """The members' state on the host, padding members dropped.
+
+    Across processes the members are gathered (a collective): every process
+    gets every member.
+    """
+    return jax.tree.map(lambda a: a[:members], sharding.gather(state))
 
 
 def execute(plan: Plan, driving: Driving) -> RunState:

@@ -437,8 +437,8 @@ def prepare(
         has_val=val_data is not None,
     )
     inputs = Inputs(
-        data=jax.device_put(data),
-        val_data=None if val_data is None else jax.device_put(val_data),
+        data=_on_device(data),
+        val_data=None if val_data is None else _on_device(val_data),
         key=key if abstract else V.check_key(key),
         criteria=stopping.criteria(dtype),
         loss_leaves=loss_leaves,
@@ -454,6 +454,14 @@ def prepare(
     if resume is None and not isinstance(loss, LossSpec):
         warn_if_stuck(run, params)
     return run
+
+
+def _on_device(tree: Any) -> Any:
+    """Host arrays onto the default device; JAX arrays stay where they are
+    (data already sharded, over processes too, is not moved)."""
+    return jax.tree.map(
+        lambda a: a if isinstance(a, jax.Array) else jax.device_put(a), tree
+    )
 
 
 def _start_state(

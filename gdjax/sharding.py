@@ -22,9 +22,10 @@ The batch is constrained to the mesh inside the loss (a
 gradient is an all-reduce of per-device partial sums rather than a
 replicated computation on a gathered batch.
 
-Multi-host recipe. The same code runs on several hosts (processes) once
-``jax.distributed.initialize()`` has connected them; each host loads only its
-own rows and :func:`shard_data` assembles the global array:
+Several hosts. The same code runs on several hosts (one process each) once
+``jax.distributed.initialize()`` has connected them: the mesh spans every
+device of every process, each process loads only its own rows, and
+:func:`shard_data` assembles the global array:
 
 .. code-block:: python
 
@@ -38,17 +39,24 @@ own rows and :func:`shard_data` assembles the global array:
     result = sharding.fit_data_parallel(
         loss, params, data, gd.sgd(0.1), key=jax.random.key(0), epochs=10,
         regime=gd.minibatch(1024), mesh=mesh,
-        check_finite=False,                # the check reads every row on one host
+        check_finite=False,                # no process holds every row to check
     )
 
-Every host must run the same program with the same arguments (same params,
-key, regime, epochs); each host's rows must be the same count, and the
-global count must be divisible by the number of devices. Results are
-replicated, so every host holds the final parameters. Host-side checks that
-read every value cannot run on an array no single host holds: pass
-``check_finite=False`` (and a loss without a host-side label check, or check
-the labels on each host before assembling the global array). (Tested here with 8
-simulated CPU devices in one process, not on several hosts.)
+Every process runs the same program with the same arguments (same params,
+key, regime, epochs); each process's rows must be the same count. The result
+is replicated: every process holds the final parameters and history.
+Host-side checks that read every value cannot run on an array no process
+holds whole: pass ``check_finite=False``, and note that a ``gd.make_loss``
+classification loss reads every label to check it (check the labels on each
+host before assembling the global array, and pass a plain function
+``lambda p, b: loss(p, b)``).
+Host values are put on shardings that span processes with :func:`place`
+(each process fills its own shards, no cross-process equality check) and
+read back with :func:`gather`. ``checkpoint.fit_resumable`` on such data
+runs data-parallel over its mesh and adds checkpoints (process 0 writes,
+every process resumes). Tested with 2
+and 4 processes on one machine (``tests/test_multiprocess.py``, running
+``examples/multiprocess_launch.py``); see ``docs/multiprocess.md``.
 """
 
 from __future__ import annotations
@@ -161,7 +169,78 @@ def shard_data(
             f"{n % d} example(s) or pad to {n + d - n % d}, or pass "
             "data_placement='replicate' to fit_data_parallel."
         )
-    return jax.device_put(data, spec)
+    return place(data, spec)
+
+
+def place(
+    tree: Any, sharding: jax.sharding.Sharding | None, *, copy: bool = False
+) -> Any:
+    """Put host values onto ``sharding``, in one process or across several.
+
+    Every process must pass the same values (each process builds them from the
+    same arguments, as SPMD asks). On one process this is ``jax.device_put``.
+    Across processes each one fills its own devices' shards from its copy with
+    ``jax.make_array_from_callback``: ``jax.device_put`` would first check that
+    every process holds equal values, a collective that also fails for values
+    equal bit for bit when they hold NaN (an unwritten history), since
+    ``nan != nan``. Arrays already spread over processes are resharded.
+
+    Args:
+      tree: a pytree of arrays (NumPy, JAX, typed PRNG keys).
+      sharding: the target sharding (``None``: the default device).
+      copy: never alias the input's buffers (a run that donates its state
+        must not consume arrays the caller still holds). Across processes
+        the result is always a copy.
+
+    Returns:
+      The pytree of arrays on ``sharding``.
+    """
+    if sharding is None or sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding, may_alias=False if copy else None)
+
+    def one(leaf: Any) -> jax.Array:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return jax.device_put(leaf, sharding, may_alias=False if copy else None)
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(leaf)
+            data = one(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=impl)
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(
+            host.shape, sharding, lambda index: np.array(host[index])
+        )
+
+    return jax.tree.map(one, tree)
+
+
+def gather(tree: Any) -> Any:
+    """Every leaf as a NumPy array holding its global value, on every process.
+
+    A leaf that this process holds whole (one process, or replicated) is read
+    locally; the leaves split over processes are all-gathered in one
+    ``multihost_utils.process_allgather`` (a collective: every process must
+    call this).
+    """
+    from jax.experimental import multihost_utils
+
+    leaves, treedef = jax.tree.flatten(tree)
+    split = [
+        i
+        for i, leaf in enumerate(leaves)
+        if isinstance(leaf, jax.Array)
+        and not (leaf.is_fully_addressable or leaf.is_fully_replicated)
+    ]
+    out = [
+        np.asarray(leaf) if i not in split else None for i, leaf in enumerate(leaves)
+    ]
+    if split:
+        whole = multihost_utils.process_allgather(
+            [leaves[i] for i in split], tiled=True
+        )
+        for i, value in zip(split, whole, strict=True):
+            out[i] = np.asarray(value)
+    return jax.tree.unflatten(treedef, out)
 
 
 @functools.partial(
@@ -194,6 +273,49 @@ class ShardedLoss:
             return self.loss(params, batch)
         weights = jax.lax.with_sharding_constraint(weights, self.sharding)
         return self.loss(params, batch, weights=weights)
+
+
+def prepare_data_parallel(
+    loss: LossFn,
+    params: Params,
+    data: Batch,
+    transform: optax.GradientTransformation,
+    *,
+    mesh: Mesh | None = None,
+    axis: str = "data",
+    data_placement: str = "shard",
+    val_data: Batch | None = None,
+    **kwargs: Any,
+) -> runs.Run:
+    """:func:`gdjax.runs.prepare` for a data-parallel run: the loss splits its
+    batch over ``mesh``'s ``axis``, the data is sharded (or replicated), the
+    state and key replicated, over processes too.
+
+    ``kwargs`` are those of :func:`gdjax.runs.prepare` (``key``, ``epochs``,
+    ``resume``, ``stopping``, ...). Used by :func:`fit_data_parallel` and
+    :func:`gdjax.checkpoint.fit_resumable`.
+    """
+    mesh = _check_mesh(mesh, axis)
+    if data_placement not in ("shard", "replicate"):
+        raise ValueError(
+            f"data_placement must be 'shard' or 'replicate', got {data_placement!r}."
+        )
+    split = NamedSharding(mesh, P(axis))
+    replicated = NamedSharding(mesh, P())
+    V.check_data(data, "data", check_finite=False)
+    if data_placement == "shard":
+        data = shard_data(data, mesh, axis=axis)
+    else:
+        data = place(data, replicated)
+    if val_data is not None:
+        val_data = place(val_data, replicated)
+    run = runs.prepare(
+        ShardedLoss(loss, split), params, data, transform, val_data=val_data, **kwargs
+    )
+    return run._replace(
+        state=place(run.state, replicated),
+        inputs=run.inputs._replace(key=place(run.inputs.key, replicated)),
+    )
 
 
 def fit_data_parallel(
@@ -254,25 +376,14 @@ def fit_data_parallel(
     stopping, recording, driving = spec.from_options(
         stopping, recording, driving, **options
     )
-    mesh = _check_mesh(mesh, axis)
-    if data_placement not in ("shard", "replicate"):
-        raise ValueError(
-            f"data_placement must be 'shard' or 'replicate', got {data_placement!r}."
-        )
-    split = NamedSharding(mesh, P(axis))
-    replicated = NamedSharding(mesh, P())
-    V.check_data(data, "data", check_finite=False)
-    if data_placement == "shard":
-        data = shard_data(data, mesh, axis=axis)
-    else:
-        data = jax.device_put(data, replicated)
-    if val_data is not None:
-        val_data = jax.device_put(val_data, replicated)
-    run = runs.prepare(
-        ShardedLoss(loss, split),
+    run = prepare_data_parallel(
+        loss,
         params,
         data,
         transform,
+        mesh=mesh,
+        axis=axis,
+        data_placement=data_placement,
         key=key,
         epochs=epochs,
         regime=regime,
@@ -283,14 +394,18 @@ def fit_data_parallel(
         recording=recording,
         driving=driving,
     )
-    run = run._replace(
-        state=jax.device_put(run.state, replicated),
-        inputs=run.inputs._replace(key=jax.device_put(run.inputs.key, replicated)),
-    )
     state = runs.drive(
         run, advance=runs.advance_for(driving), driving=driving, donates=driving.donate
     )
     return runs.finish(state, driving)
 
 
-__all__ = ["ShardedLoss", "data_mesh", "fit_data_parallel", "shard_data"]
+__all__ = [
+    "ShardedLoss",
+    "data_mesh",
+    "fit_data_parallel",
+    "gather",
+    "place",
+    "prepare_data_parallel",
+    "shard_data",
+]
