@@ -49,9 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gdjax import batching, loop, stopping
+from gdjax import batching, loop, loss_forms, stopping
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
+from gdjax.loss_forms import LossSpec
 from gdjax.stopping import Status
 
 # ------------------------------------------------------------------------ batches
@@ -210,6 +211,11 @@ class StepState(NamedTuple):
         frozen: later steps apply nothing, as in ``fit``.
       bad_leaf: index, in ``params`` leaf order, of the first non-finite leaf
         at a guard stop (-1 if none, or if the loss itself was non-finite).
+      loss_state: the state of a loss declared with ``gd.stateful`` (kept
+        with the parameters on a rejected step); ``()`` for any other loss.
+      key: the run's key, for a loss declared with a key (``gd.keyed``,
+        ``gd.stateful(..., takes_key=True)``): step ``t`` (steps applied so
+        far) receives ``gd.step_key(key, t)``, as in ``fit``; else None.
     """
 
     params: Params
@@ -217,6 +223,8 @@ class StepState(NamedTuple):
     steps: jax.Array
     status: jax.Array
     bad_leaf: jax.Array
+    loss_state: PyTree = ()
+    key: Key | None = None
 
 
 class StepInfo(NamedTuple):
@@ -243,11 +251,12 @@ class Step(NamedTuple):
     """A training step and its initial state: what :func:`make_step` returns.
 
     Attributes:
-      init: ``init(params) -> StepState``.
+      init: ``init(params, key=None) -> StepState`` (``key``: the run's key,
+        needed by a loss declared with a key).
       step: ``step(state, batch, weights=None) -> (state, StepInfo)``.
     """
 
-    init: Callable[[Params], StepState]
+    init: Callable[..., StepState]
     step: Callable[..., tuple[StepState, StepInfo]]
 
 
@@ -270,12 +279,15 @@ def make_step(
     Args:
       loss: ``loss(params, batch) -> scalar``; a loss that declares
         per-example weights (``gd.make_loss``, ``gd.with_example_weights``)
-        also takes the ``weights`` of a padded batch.
+        also takes the ``weights`` of a padded batch; a loss declared with a
+        key or a state (``gd.keyed``, ``gd.stateful``) gets them as in
+        ``fit``: its state is carried in ``StepState.loss_state``, its key
+        derived from the key given to ``init``.
       transform: an optax ``GradientTransformation``.
       guard: reject non-finite steps and stop (``fit``'s ``guard``).
 
     Returns:
-      :class:`Step` ``(init, step)``: ``init(params) -> StepState``;
+      :class:`Step` ``(init, step)``: ``init(params, key=None) -> StepState``;
       ``step(state, batch, weights=None) -> (StepState, StepInfo)``, where
       ``batch`` is the batch itself (``gd.pieces.gather(data, indices)``) and
       ``weights`` the padding weights :func:`batches` gave (None if none).
@@ -305,7 +317,15 @@ def make_step(
     loss_static, loss_leaves = loop.split_callable(loss)
     criteria = stopping.make_criteria()  # no step budget: a loop of your own
 
-    def init(params: Params) -> StepState:
+    declared = isinstance(loss, LossSpec)
+    takes_key = declared and loss.takes_key
+
+    def init(params: Params, key: Key | None = None) -> StepState:
+        if takes_key and key is None:
+            raise GdjaxValueError(
+                "this loss is declared with a key: pass the run's key, "
+                "step.init(params, key), as fit takes key=."
+            )
         i32 = jnp.int32
         return StepState(
             params=params,
@@ -313,6 +333,8 @@ def make_step(
             steps=jnp.zeros((), i32),
             status=jnp.asarray(Status.RUNNING, i32),
             bad_leaf=jnp.asarray(-1, i32),
+            loss_state=_initial_loss_state(loss, params),
+            key=key if takes_key else None,
         )
 
     def step(
@@ -344,29 +366,33 @@ def make_step(
         inputs = loop.Inputs(
             data=batch,
             val_data=None,
-            key=None,
+            key=state.key,
             criteria=criteria,
             loss_leaves=loss_leaves,
         )
-        value = jax.eval_shape(
-            loop.join_callable(loss_static, loss_leaves),
-            state.params,
-            *((batch, weights) if masked else (batch,)),
-        )
-        zero = jnp.zeros((), value.dtype)
+        zero = jnp.zeros((), _loss_dtype(loss, state, batch, weights))
         carry = loop.StepCarry(
-            state.params,
-            state.opt_state,
-            state.steps,
-            state.status,
-            state.bad_leaf,
-            zero,
-            zero,
-            jnp.zeros((), jnp.int32),
+            params=state.params,
+            opt_state=state.opt_state,
+            steps=state.steps,
+            status=state.status,
+            bad_leaf=state.bad_leaf,
+            loss_sum=zero,
+            grad_norm_sum=zero,
+            count=jnp.zeros((), jnp.int32),
+            loss_state=state.loss_state,
         )
         w = jnp.ones((size,), jnp.float32) if weights is None else weights
         out, _ = loop.train_step(program, inputs, carry, (None, w))
-        new = StepState(out.params, out.opt_state, out.steps, out.status, out.bad_leaf)
+        new = StepState(
+            out.params,
+            out.opt_state,
+            out.steps,
+            out.status,
+            out.bad_leaf,
+            out.loss_state,
+            state.key,
+        )
         info = StepInfo(
             loss=out.loss_sum,
             grad_norm=out.grad_norm_sum,
@@ -376,6 +402,42 @@ def make_step(
         return new, info
 
     return Step(init, step)
+
+
+def _loss_dtype(loss: Any, state: StepState, batch: Batch, weights: Any) -> Any:
+    """The dtype of the loss's value (abstract: traces, computes nothing)."""
+    if isinstance(loss, LossSpec):
+        key = None
+        if loss.takes_key:
+            key = jax.random.key(0) if state.key is None else state.key
+        value = jax.eval_shape(
+            lambda p, s, b, k: loss.train_value(p, s, b, k)[0],
+            state.params,
+            state.loss_state,
+            batch,
+            key,
+        )
+    elif weights is not None:
+        value = jax.eval_shape(loss, state.params, batch, weights)
+    else:
+        value = jax.eval_shape(loss, state.params, batch)
+    return value.dtype
+
+
+def _initial_loss_state(loss: Any, params: Params) -> PyTree:
+    """``fit``'s initial loss state; inside a trace (``init`` under ``jit`` or
+    ``vmap``) a ``state(params)`` is built from the traced params."""
+    if not (isinstance(loss, LossSpec) and loss.has_state):
+        return ()
+    if any(isinstance(p, jax.core.Tracer) for p in jax.tree.leaves(params)):
+        state = loss.state(params) if callable(loss.state) else loss.state
+        return jax.tree.map(
+            lambda x: (
+                jnp.asarray(np.asarray(x)) if not isinstance(x, jax.core.Tracer) else x
+            ),
+            state,
+        )
+    return jax.tree.map(jnp.asarray, loss_forms.initial_state(loss, params))
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from helpers import least_squares_problem, ls_loss, zeros_params
 import gdjax as gd
 from gdjax import batching, pieces, runs
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
+from gdjax.loss_forms import keyed, stateful  # gd.keyed, gd.stateful
 
 KEY = jax.random.key(0)
 
@@ -47,7 +48,7 @@ def own_fit(loss, params, data, transform, *, key, epochs, regime):
 
     @jax.jit
     def run(params):
-        return jax.lax.scan(epoch, step.init(params), jnp.arange(1, epochs + 1))
+        return jax.lax.scan(epoch, step.init(params, key), jnp.arange(1, epochs + 1))
 
     return run(params)
 
@@ -87,6 +88,46 @@ def test_own_loop_is_fit_bitwise(regime):
     assert_trees_equal((state.params, state.opt_state), (r.params, r.opt_state))
     np.testing.assert_array_equal(loss_rows, r.history.loss)
     np.testing.assert_array_equal(gn_rows, r.history.grad_norm)
+
+
+def dropout_ema_loss(params, ema, batch, key):
+    """Inverted dropout on the inputs (key None: inference) and an EMA of the
+    batch loss as the state (a stateful, keyed loss)."""
+    x, y = batch
+    if key is not None:
+        x = x * jax.random.bernoulli(key, 0.8, x.shape) / 0.8
+    logits = gd.models.mlp(params, x)
+    value = jnp.mean(gd.losses.softmax_cross_entropy(logits, y))
+    return value, 0.9 * ema + 0.1 * jax.lax.stop_gradient(value)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        keyed(lambda p, b, k: dropout_ema_loss(p, jnp.float32(0), b, k)[0]),
+        stateful(dropout_ema_loss, jnp.float32(0.0), takes_key=True),
+    ],
+    ids=["keyed", "stateful+keyed"],
+)
+def test_own_loop_is_fit_bitwise_for_declared_losses(loss, monkeypatch):
+    """Keys from gd.step_key(run key, steps applied), the state carried: the
+    same steps as fit's, bit for bit. (The history's loss equals fit's
+    per-step-checked path bitwise; fit's unchecked fast path for tiny steps
+    rounds a declared loss's value 1 ulp apart from it, params unchanged.)"""
+    data = digits_subset()
+    params = gd.init.mlp(jax.random.key(1), [64, 10])
+    kw = dict(key=KEY, epochs=2, regime=gd.minibatch(40))  # 200 = 5 x 40
+    fast = gd.fit(loss, params, data, gd.sgd(0.1), **kw)
+    monkeypatch.setattr(runs, "FAST_STEP", -1)
+    checked = gd.fit(loss, params, data, gd.sgd(0.1), **kw)
+    state, (loss_rows, _) = own_fit(loss, params, data, gd.sgd(0.1), **kw)
+    for r in (fast, checked):
+        assert_trees_equal((state.params, state.opt_state), (r.params, r.opt_state))
+        assert_trees_equal(state.loss_state, r.loss_state)
+    np.testing.assert_array_equal(loss_rows, checked.history.loss)
+    np.testing.assert_allclose(loss_rows, fast.history.loss, rtol=3e-7, atol=0)
+    with pytest.raises(GdjaxValueError, match="pass the run's key"):
+        pieces.make_step(loss, gd.sgd(0.1)).init(params)
 
 
 def test_own_loop_is_fit_bitwise_with_per_step_checks(monkeypatch):
