@@ -26,7 +26,7 @@ hand-written loop over these pieces takes exactly ``fit``'s steps:
 .. code-block:: python
 
     step = gd.make_step(loss, transform)
-    state = step.init(params)
+    state = step.init(params, key)                  # key: for a keyed loss
     for e in range(1, epochs + 1):                  # or a lax.scan
         idx, w = gd.batches(regime, n, key, e)
         for i in range(len(idx)):                   # or a lax.scan
