@@ -11,10 +11,13 @@ as it is:
   (trained) from the rest (activation functions, sizes), ``eqx.combine`` puts
   them back inside the loss.
 
-flax and equinox are optional (``pip install 'gdjax[interop]'``). Without them
-this script says so and trains a plain dict laid out exactly like flax's
-variables, with a hand-written apply: the same pytree gd.fit would get from
-flax.
+flax and equinox are optional (``pip install 'gdjax[flax]'``, ``'gdjax[equinox]'``).
+Without them this script says so and trains a plain dict laid out exactly like
+flax's variables, with a hand-written apply: the same pytree gd.fit would get
+from flax. Models with batch norm or dropout (flax.nnx ``BatchStat``, equinox
+``eqx.nn.State``, a key per step) are declared with ``gd.stateful`` /
+``gd.keyed``: the recipes are in docs/stateful.md, tested in
+tests/test_interop.py.
 
 Run:  python examples/flax_equinox_params.py [--library auto|flax|equinox|dict]
 """
@@ -53,11 +56,11 @@ if library == "auto":
     library = next((n for n in ("flax", "equinox") if installed(n)), "dict")
     if library == "dict":
         print(
-            "flax and equinox are not installed (pip install 'gdjax[interop]'); "
-            "using a plain dict with flax's layout instead."
+            "flax and equinox are not installed (pip install 'gdjax[flax]' or "
+            "'gdjax[equinox]'); using a plain dict with flax's layout instead."
         )
 elif library != "dict" and not installed(library):
-    raise SystemExit(f"{library} is not installed: pip install 'gdjax[interop]'")
+    raise SystemExit(f"{library} is not installed: pip install 'gdjax[{library}]'")
 
 
 if library == "flax":

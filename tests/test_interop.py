@@ -237,3 +237,26 @@ def test_equinox_sweep_member_is_the_single_fit():
         jax.tree.leaves(sw.member(seed=0).params)[0],
         jax.tree.leaves(sw.member(seed=1).params)[0],
     )
+
+
+def test_flax_equinox_example_runs_each_real_branch():
+    """examples/flax_equinox_params.py with equinox (the examples test runs the
+    default, flax): the real branch, not the dict fallback."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = (
+        pathlib.Path(__file__).parent.parent / "examples" / "flax_equinox_params.py"
+    )
+    env = dict(os.environ, GDJAX_EXAMPLE_QUICK="1")
+    out = subprocess.run(
+        [sys.executable, str(script), "--library", "equinox"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "same pytree structure after training: True" in out.stdout
+    assert "not installed" not in out.stdout
