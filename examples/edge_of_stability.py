@@ -196,11 +196,103 @@ def plot(r: EdgeOfStability, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+def w3_monitor_cost(rounds: int = 7, epochs: int = 40) -> dict[str, float]:
+    """The cost of recording a warm-started λmax every epoch of benchmark W3.
+
+    W3: MLP 64-256-256-10 (ReLU), 1,347 training digits, SGD with momentum 0.9
+    at 0.05, batch 128 (10 steps an epoch, last batch dropped), 40 epochs.
+    Timed (median of interleaved rounds, after compiling): ``gd.fit`` of W3,
+    the same run as a hand-written jitted loop over epochs, and that loop with
+    a warm-started λmax (2 Lanczos steps from the previous eigenvector) after
+    every epoch, on the full training set and on a fixed probe of the first
+    128 or 256 examples. Returns seconds per variant.
+    """
+    import statistics
+
+    import optax
+
+    (x, y), _ = gd.datasets.digits()
+    n, batch = int(x.shape[0]), 128
+    per_epoch = n // batch
+    loss = gd.make_loss(gd.models.mlp, gd.losses.softmax_cross_entropy)
+    params0 = gd.init.mlp(jax.random.key(1), [64, 256, 256, 10])
+    tx = gd.sgd(0.05, momentum=0.9)
+
+    @functools.partial(jax.jit, static_argnames=("probe", "iters"))
+    def loop(params, key, v0, probe, iters):
+        def epoch(carry, k):
+            p, s, v = carry
+            order = jax.random.permutation(k, n)[: per_epoch * batch]
+
+            def step(c, idx):
+                p, s = c
+                u, s = tx.update(jax.grad(loss)(p, (x[idx], y[idx])), s, p)
+                return (optax.apply_updates(p, u), s), None
+
+            (p, s), _ = jax.lax.scan(step, (p, s), order.reshape(per_epoch, batch))
+            lam = jnp.zeros(())
+            if probe:
+                e = diagnostics.sharpness(
+                    loss,
+                    p,
+                    (x[:probe], y[:probe]),
+                    init_vector=v,
+                    iters=iters,
+                    full_output=True,
+                )
+                v, lam = e.vector, e.value
+            return (p, s, v), lam
+
+        keys = jax.random.split(key, epochs)
+        (p, _, _), lams = jax.lax.scan(epoch, (params, tx.init(params), v0), keys)
+        return p, lams
+
+    def fit():
+        return gd.fit(
+            loss,
+            params0,
+            (x, y),
+            tx,
+            key=jax.random.key(2),
+            epochs=epochs,
+            regime=gd.minibatch(batch, last_batch="drop"),
+        ).params
+
+    key, v0 = jax.random.key(2), jax.tree.map(jnp.zeros_like, params0)
+    variants = {"gd.fit": fit, "loop": lambda: loop(params0, key, v0, 0, 0)}
+    for probe in (n, 256, 128):
+        variants[f"loop+warm({probe})"] = functools.partial(
+            loop, params0, key, v0, probe, 2
+        )
+    for run_it in variants.values():
+        jax.block_until_ready(run_it())
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, run_it in variants.items():
+            start = time.perf_counter()
+            jax.block_until_ready(run_it())
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few-second run")
     parser.add_argument("--out", default="./gdjax-out", help="folder for the PNG")
+    parser.add_argument(
+        "--w3-cost",
+        action="store_true",
+        help="time a warm-started λmax every epoch of benchmark W3 instead",
+    )
     args = parser.parse_args()
+    if args.w3_cost:
+        t = w3_monitor_cost()
+        for k, v in t.items():
+            print(
+                f"{k:18s} {v * 1e3:8.1f} ms   x{v / t['gd.fit']:.2f} gd.fit   "
+                f"x{v / t['loop']:.2f} loop"
+            )
+        return
     # GDJAX_EXAMPLE_QUICK=1 is how tests/test_examples.py asks for a short run.
     quick = args.quick or os.environ.get("GDJAX_EXAMPLE_QUICK") == "1"
     cfg = QUICK if quick else FULL

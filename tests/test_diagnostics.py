@@ -451,7 +451,7 @@ def test_lr_range_test_with_a_built_transform():
         )
 
 
-@pytest.mark.parametrize("steps", [1, 2, 5, 30, 200])
+@pytest.mark.parametrize("steps", [1, 3, 50])
 def test_lr_range_suggestion_is_below_two_over_l_for_any_budget(steps):
     # A start mostly off the top eigenvector: with eta > 2/L only that small
     # component grows, so for short budgets the loss still falls; the loss
@@ -483,7 +483,7 @@ def test_lr_range_suggestion_is_below_two_over_l_for_any_budget(steps):
 def test_lr_range_test_on_the_mlp_never_suggests_past_a_blow_up():
     # Issue 16: on a 64-32-10 MLP at small init the old test called a rate
     # stable after a smaller one had diverged, and suggested it.
-    loss, params, data = _mlp_problem(n=1797)
+    loss, params, data = _mlp_problem(n=768)
     lrs = 0.4 * 1.5 ** np.arange(-4, 7)  # 0.079 ... 4.56, as 1.35, 2.02, ...
     res = D.lr_range_test(
         loss, params, data, key=KEY, lrs=lrs, epochs=2, regime=gd.minibatch(64)
@@ -497,14 +497,15 @@ def test_lr_range_test_on_the_mlp_never_suggests_past_a_blow_up():
     # past the first unstable rate here.
     old = np.isfinite(res.losses) & (res.losses < res.initial_loss)
     assert res.lrs[old].max() > res.first_unstable
-    # The suggestion trains: 20 epochs reach 90% training accuracy.
+    # The suggestion trains: 10 epochs reach 90% training accuracy (measured
+    # 92.8%; the old suggestion here was 3.04, past the blow-up at 0.9).
     fit = gd.fit(
         loss,
         params,
         data,
         gd.sgd(res.suggestion_max_stable),
         key=KEY,
-        epochs=20,
+        epochs=10,
         regime=gd.minibatch(64),
     )
     logits = gd.models.mlp(fit.params, data[0])

@@ -408,6 +408,31 @@ def split_markdown(text: str) -> tuple[str, list[tuple[str, str]]]:
     return "\n".join(intro), [(t, "\n".join(b)) for t, b in sections]
 
 
+def _top_heading_h1(text: str, fallback_title: str) -> str:
+    """Raise every heading so the page starts at ``#`` (a page of its own)."""
+    levels: list[int] = []
+    fenced = False
+    for line in text.splitlines():
+        if _FENCE.match(line.lstrip()):
+            fenced = not fenced
+        match = re.match(r"^(#{1,6}) ", line)
+        if not fenced and match:
+            levels.append(len(match.group(1)))
+    if not levels:
+        return f"# {fallback_title}\n\n{text}"
+    shift = min(levels) - 1
+    if shift == 0:
+        return text
+    out, fenced = [], False
+    for line in text.splitlines():
+        if _FENCE.match(line.lstrip()):
+            fenced = not fenced
+        if not fenced and re.match(r"^#{1,6} ", line):
+            line = line[shift:]
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 class Pages:
     """Where each repository Markdown file and figure lands in the site."""
 
@@ -467,7 +492,8 @@ def generate(srcdir: Path) -> None:
             name = Path(rel).stem if rel.startswith("docs/") else Path(rel).parent.name
             docname = f"guide/{_slugify(name)}"
             pages.doc_of[rel] = docname
-            guide.append((docname, rel, (REPO / rel).read_text()))
+            text = _top_heading_h1((REPO / rel).read_text(), Path(rel).stem)
+            guide.append((docname, rel, text))
     _write(
         srcdir / "CHANGELOG.md",
         pages.rewrite_links((REPO / "CHANGELOG.md").read_text(), "CHANGELOG.md"),
