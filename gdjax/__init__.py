@@ -7,6 +7,7 @@ initialize (``gd.init``) → forward and loss (``gd.make_loss``) → backprop
 
 from gdjax import (
     batching,
+    cache,
     checkpoint,
     curvature,
     datasets,
@@ -28,6 +29,7 @@ from gdjax import (
 )
 from gdjax._sweep import sweep
 from gdjax.batching import Regime, full_batch, minibatch, stochastic
+from gdjax.cache import enable_compilation_cache
 from gdjax.errors import (
     CheckpointError,
     GdjaxError,
@@ -88,10 +90,12 @@ __all__ = [
     "average_iterates",
     "averaged_params",
     "batching",
+    "cache",
     "checkpoint",
     "curvature",
     "datasets",
     "diagnostics",
+    "enable_compilation_cache",
     "fit",
     "fit_data_parallel",
     "fit_stream",

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gdjax import __version__
+from gdjax import __version__, cache
 
 __all__ = ["main"]
 
@@ -294,25 +294,8 @@ def _write_atomic(path: str, write: Callable[[Any], None], mode: str = "w") -> N
 # ------------------------------------------------------------ compilation cache
 
 
-def _cache_dir() -> str:
-    """The folder for JAX's persistent compilation cache, under the user's cache
-    folder: ``$XDG_CACHE_HOME`` or ``~/.cache`` (``~/Library/Caches`` on macOS,
-    ``%LOCALAPPDATA%`` on Windows), then ``gdjax/jax``."""
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser(
-            os.path.join("~", "AppData", "Local")
-        )
-    elif sys.platform == "darwin":
-        base = os.path.expanduser(os.path.join("~", "Library", "Caches"))
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser(
-            os.path.join("~", ".cache")
-        )
-    return os.path.join(base, "gdjax", "jax")
-
-
 def _cache_dir_shown() -> str:
-    path, home = _cache_dir(), os.path.expanduser("~")
+    path, home = cache.default_cache_dir(), os.path.expanduser("~")
     if path.startswith(home + os.sep):
         path = "~" + path[len(home) :]
     return path.replace("%", "%%")  # argparse formats help with %
@@ -327,19 +310,14 @@ def _use_cache(enabled: bool) -> str | None:
     """
     if not enabled:
         return None
-    path = _cache_dir()
     try:
-        os.makedirs(path, exist_ok=True)
+        return cache.enable_compilation_cache(min_compile_time_s=CACHE_MIN_COMPILE_S)
     except OSError as e:
+        path = cache.default_cache_dir()
         print(
             f"note: no compilation cache ({path}: {e.strerror or e})", file=sys.stderr
         )
         return None
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
-    return path
 
 
 # -------------------------------------------------------------------- the sweep
