@@ -12,11 +12,13 @@ from gdjax import (
     curvature,
     datasets,
     diagnostics,
+    guard,
     init,
     loop,
     losses,
     members,
     models,
+    pieces,
     plot,
     results,
     runs,
@@ -41,9 +43,11 @@ from gdjax.errors import (
     ZeroGradientWarning,
 )
 from gdjax.gradients import GradResult, value_and_grad
+from gdjax.guard import RejectNonfiniteState, reject_nonfinite
 from gdjax.loop import History
 from gdjax.losses import accuracy, make_loss, with_example_weights
 from gdjax.members import seed_keys
+from gdjax.pieces import batches, gather, make_step
 from gdjax.results import FitResult, SweepResult
 from gdjax.runs import fit
 from gdjax.sharding import fit_data_parallel
@@ -81,6 +85,7 @@ __all__ = [
     "IgnoredBatchWarning",
     "NonFiniteError",
     "Recording",
+    "RejectNonfiniteState",
     "Regime",
     "Status",
     "Stopping",
@@ -89,6 +94,7 @@ __all__ = [
     "accuracy",
     "average_iterates",
     "averaged_params",
+    "batches",
     "batching",
     "cache",
     "checkpoint",
@@ -96,21 +102,26 @@ __all__ = [
     "datasets",
     "diagnostics",
     "enable_compilation_cache",
+    "gather",
     "fit",
     "fit_data_parallel",
     "fit_stream",
     "full_batch",
     "get_hyperparams",
+    "guard",
     "init",
     "loop",
     "inverse_time_decay",
     "losses",
     "make_loss",
+    "make_step",
     "members",
     "minibatch",
     "models",
+    "pieces",
     "plot",
     "power_decay",
+    "reject_nonfinite",
     "results",
     "runs",
     "seed_keys",

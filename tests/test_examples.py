@@ -32,6 +32,10 @@ EXPECTED = {
     "three_regimes.py": ("training loss (cross-entropy", "three_regimes.png"),
     "sweep_lr_batch.py": ("best: batch_size=", "sweep_lr_batch.png"),
     "optax_chain.py": ("optax.adam(cosine)", None),
+    "own_loop.py": (
+        "own loop == gd.fit bitwise (params, opt_state, history.loss): True",
+        None,
+    ),
     "flax_equinox_params.py": ("same pytree structure after training: True", None),
     "dropout_mlp.py": ("sweep of 4 seeds: test accuracy", None),
     "batchnorm_mlp.py": ("sweep of 4 seeds: test accuracy", None),
