@@ -52,6 +52,7 @@ from gdjax import batching, loop, loss_forms, runs, sharding, transforms
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
 from gdjax.loop import RunState
+from gdjax.results import gather
 from gdjax.spec import Driving, Recording, Stopping
 from gdjax.stopping import Criteria
 
@@ -484,7 +485,7 @@ def to_host(state: RunState, members: int) -> RunState:
     Across processes the members are gathered (a collective): every process
     gets every member.
     """
-    return jax.tree.map(lambda a: a[:members], sharding.gather(state))
+    return jax.tree.map(lambda a: a[:members], gather(state))
 
 
 def execute(plan: Plan, driving: Driving) -> RunState:

@@ -52,6 +52,38 @@ def _trim(history: History, rows: int) -> History:
     return jax.tree.map(lambda a: a[..., :rows], history)
 
 
+def gather(tree: Any) -> Any:
+    """Every leaf as a NumPy array holding its global value, on every process.
+
+    How results reach the host: the members of a sweep split over the devices
+    of several processes (``jax.distributed``) come back whole on each.
+
+    A leaf that this process holds whole (one process, or replicated) is read
+    locally; the leaves split over processes are all-gathered in one
+    ``multihost_utils.process_allgather`` (a collective: every process must
+    call this).
+    """
+    from jax.experimental import multihost_utils
+
+    leaves, treedef = jax.tree.flatten(tree)
+    split = [
+        i
+        for i, leaf in enumerate(leaves)
+        if isinstance(leaf, jax.Array)
+        and not (leaf.is_fully_addressable or leaf.is_fully_replicated)
+    ]
+    out = [
+        np.asarray(leaf) if i not in split else None for i, leaf in enumerate(leaves)
+    ]
+    if split:
+        whole = multihost_utils.process_allgather(
+            [leaves[i] for i in split], tiled=True
+        )
+        for i, value in zip(split, whole, strict=True):
+            out[i] = np.asarray(value)
+    return jax.tree.unflatten(treedef, out)
+
+
 def describe_stop(state: RunState) -> str:
     """A sentence saying why (and where) a single run stopped."""
     status = Status(int(state.status))
@@ -610,6 +642,7 @@ class SweepResult:
 
 
 __all__ = [
+    "gather",
     "SERIES",
     "FitResult",
     "SweepResult",

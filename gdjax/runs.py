@@ -35,7 +35,7 @@ from gdjax import batching, loop, loss_forms, spec
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError, NonFiniteError
 from gdjax.loop import Inputs, Program, RunState
-from gdjax.results import FitResult, describe_stop
+from gdjax.results import FitResult, describe_stop, gather
 from gdjax.spec import Driving, Recording, Stopping
 from gdjax.loss_forms import LossSpec
 from gdjax.stopping import Status
@@ -593,7 +593,8 @@ def progress_bar(total: int | None, done: int):
 
 def stop_running(state: RunState, status: Status) -> RunState:
     """``state`` with every member still running stopped with ``status``."""
-    running = np.asarray(state.status) == Status.RUNNING
+    # On the devices: the members may be split over processes.
+    running = jnp.asarray(state.status) == Status.RUNNING
     return state._replace(
         status=jnp.where(running, np.int32(status), state.status).astype(jnp.int32)
     )
@@ -620,20 +621,21 @@ def drive(
     if not driving.chunked:
         return advance(program, state, inputs, np.int32(epochs))
     k = driving.chunk_epochs or max(1, math.ceil(epochs / 20))
-    done = int(np.min(np.asarray(state.epoch)))
+    done = int(np.min(gather(state.epoch)))
     bar = progress_bar(epochs, done) if driving.progress else None
     try:
         while True:
             limit = min(epochs, done + k)
             state = advance(program, state, inputs, np.int32(limit))
-            status, reached, hist = jax.device_get(
+            # Gathered: the members of a sweep may be split over processes.
+            status, epochs_now, hist = gather(
                 (state.status, state.epoch, state.history.loss)
             )
-            reached = int(np.min(reached))
+            reached = int(np.min(epochs_now))
             new_done = max(reached, limit)
             if bar is not None:
                 bar.update(new_done - done)
-                row = max(int(np.max(np.asarray(state.epoch))) - 1, 0) // program.stride
+                row = max(int(np.max(epochs_now)) - 1, 0) // program.stride
                 bar.set_postfix(loss=f"{np.nanmean(np.asarray(hist)[..., row]):.4g}")
             done = new_done
             running = np.asarray(status) == Status.RUNNING
@@ -652,7 +654,16 @@ def drive(
 
 
 def callback_view(state: RunState, donates: bool) -> RunState:
-    """What a callback may keep: a copy when the next chunk donates ``state``."""
+    """What a callback may keep: a copy when the next chunk donates ``state``
+    (a host copy when the members are split over processes: no process could
+    read them otherwise)."""
+    split = any(
+        isinstance(a, jax.Array)
+        and not (a.is_fully_addressable or a.is_fully_replicated)
+        for a in jax.tree.leaves(state)
+    )
+    if split:
+        return gather(state)
     if not donates:
         return state
     return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, state)

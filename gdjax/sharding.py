@@ -52,7 +52,7 @@ host before assembling the global array, and pass a plain function
 ``lambda p, b: loss(p, b)``).
 Host values are put on shardings that span processes with :func:`place`
 (each process fills its own shards, no cross-process equality check) and
-read back with :func:`gather`. ``checkpoint.fit_resumable`` on such data
+read back with :func:`gdjax.results.gather`. ``checkpoint.fit_resumable`` on such data
 runs data-parallel over its mesh and adds checkpoints (process 0 writes,
 every process resumes). Tested with 2
 and 4 processes on one machine (``tests/test_multiprocess.py``, running
@@ -212,35 +212,6 @@ def place(
         )
 
     return jax.tree.map(one, tree)
-
-
-def gather(tree: Any) -> Any:
-    """Every leaf as a NumPy array holding its global value, on every process.
-
-    A leaf that this process holds whole (one process, or replicated) is read
-    locally; the leaves split over processes are all-gathered in one
-    ``multihost_utils.process_allgather`` (a collective: every process must
-    call this).
-    """
-    from jax.experimental import multihost_utils
-
-    leaves, treedef = jax.tree.flatten(tree)
-    split = [
-        i
-        for i, leaf in enumerate(leaves)
-        if isinstance(leaf, jax.Array)
-        and not (leaf.is_fully_addressable or leaf.is_fully_replicated)
-    ]
-    out = [
-        np.asarray(leaf) if i not in split else None for i, leaf in enumerate(leaves)
-    ]
-    if split:
-        whole = multihost_utils.process_allgather(
-            [leaves[i] for i in split], tiled=True
-        )
-        for i, value in zip(split, whole, strict=True):
-            out[i] = np.asarray(value)
-    return jax.tree.unflatten(treedef, out)
 
 
 @functools.partial(
@@ -404,7 +375,6 @@ __all__ = [
     "ShardedLoss",
     "data_mesh",
     "fit_data_parallel",
-    "gather",
     "place",
     "prepare_data_parallel",
     "shard_data",
