@@ -105,6 +105,12 @@ def main(argv=None, *, callback=None) -> dict:
         default=True,
         help="run the sweep (--no-sweep: only the checkpointed fit)",
     )
+    parser.add_argument(
+        "--sweep-chunk-epochs",
+        type=int,
+        default=None,
+        help="drive the sweep in chunks of this many epochs, with a progress line",
+    )
     args = parser.parse_args(argv)
     initialize()
 
@@ -122,7 +128,16 @@ def main(argv=None, *, callback=None) -> dict:
     results = {"processes": count, "devices": len(jax.devices())}
     if args.sweep:
         start = time.perf_counter()
-        sweep = gd.sweep(loss, init, (x, y), gd.sgd(0.1), **SWEEP, **kw)
+        chunks = {}
+        if args.sweep_chunk_epochs:
+
+            def report(members) -> bool:  # every process gets every member
+                if me == 0:
+                    print(f"sweep: {int(members.epoch.min())} epochs", flush=True)
+                return False
+
+            chunks = dict(chunk_epochs=args.sweep_chunk_epochs, callback=report)
+        sweep = gd.sweep(loss, init, (x, y), gd.sgd(0.1), **SWEEP, **kw, **chunks)
         results.update(
             sweep_s=time.perf_counter() - start,
             sweep_w=sweep.result.params["w"],

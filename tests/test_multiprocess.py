@@ -308,10 +308,14 @@ def test_killed_process_is_reported_and_the_run_resumes_bitwise(
 
 @pytest.mark.slow
 def test_four_processes(reference, tmp_path):
-    run = launch(LAUNCHER, 4, tmp_path, devices=1, args=("--epochs", str(EPOCHS)))
+    # The sweep driven in chunks (a callback on every process after each):
+    # bitwise the single program still.
+    args = ("--epochs", str(EPOCHS), "--sweep-chunk-epochs", "3")
+    run = launch(LAUNCHER, 4, tmp_path, devices=1, args=args)
     assert run.codes == [0, 0, 0, 0], run.report()
     got = run.results()
     assert int(got["processes"]) == 4 and int(got["devices"]) == 4
+    assert [f"sweep: {e} epochs" in run.logs[0] for e in (3, 6, 8)] == [True] * 3
     check_against_reference(got, reference)
     print(
         f"\n4 processes: {run.seconds:.1f} s; data-parallel vs gd.fit: max |diff| "
@@ -345,3 +349,18 @@ def test_processes_that_see_different_checkpoints_refuse_to_resume(
         assert "found different checkpoints" in log, run.report()
         assert "process 0: the checkpoint of epoch 8" in log, run.report()
         assert "process 1: no checkpoint" in log, run.report()
+
+
+def test_only_process_zero_writes_checkpoints(tmp_path, monkeypatch):
+    """The one-writer rule itself, in this process: as process 1 of a run,
+    ``save`` (and so ``saver`` and ``fit_resumable``) writes nothing and
+    returns the path process 0 writes; as process 0 it writes that path."""
+    (x, y), loss = launcher.problem()
+    params = launcher.init(jax.random.key(0))
+    result = gd.fit(loss, params, (x, y), gd.sgd(0.05), key=jax.random.key(1), epochs=2)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    path = gd.checkpoint.save(tmp_path, result)
+    assert path == tmp_path / "ckpt-000000002.npz"
+    assert not path.exists() and not list(tmp_path.iterdir())
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    assert gd.checkpoint.save(tmp_path, result) == path and path.exists()
