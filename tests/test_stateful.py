@@ -449,3 +449,16 @@ def test_other_bad_inputs():
     )
     with pytest.raises(GdjaxValueError, match="resume's loss state"):
         fit(other, resume=first, epochs=2)
+
+
+def test_fit_stream_draws_fit_keys_and_carries_the_state():
+    """A stream of fit's batches (no shuffling) is fit: same keys, same state."""
+    regime = gd.minibatch(64, shuffle=False)
+    r = gd.fit(BN, P0, DATA, TX, key=KEY, epochs=2, regime=regime)
+    batches = [(X[i : i + 64], Y[i : i + 64]) for i in range(0, 256, 64)] * 2
+    s = gd.fit_stream(
+        BN, P0, iter(batches), TX, steps_per_epoch=4, key=KEY, last_batch="drop"
+    )
+    assert int(s.steps) == 8
+    assert_same(s.loss_state, r.loss_state)
+    assert_same(s.params, r.params)
