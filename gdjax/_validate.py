@@ -564,10 +564,10 @@ def warn_zero_gradient(all_zero: bool, name: str = "loss") -> None:
     """Warn when the gradient at the start is exactly zero in every parameter."""
     if all_zero:
         warnings.warn(
-            f"the gradient of {name} is exactly zero in every parameter at the "
-            "initial params on the first batch: plain gradient descent will not "
-            "move (a start at a stationary point, dead ReLUs, all-zero "
-            "initialization of a network). Initialize the params randomly.",
+            f"the gradient of {name} was exactly zero in every parameter "
+            "throughout the first epoch: gradient descent did not move (a start "
+            "at a stationary point, dead ReLUs, all-zero initialization of a "
+            "network). Initialize the params randomly.",
             ZeroGradientWarning,
             stacklevel=3,
         )

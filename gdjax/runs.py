@@ -35,9 +35,9 @@ from gdjax import batching, loop, loss_forms, spec
 from gdjax._typing import Batch, Key, LossFn, Params, PyTree
 from gdjax.errors import GdjaxTypeError, GdjaxValueError, NonFiniteError
 from gdjax.loop import Inputs, Program, RunState
+from gdjax.loss_forms import LossSpec
 from gdjax.results import FitResult, describe_stop, gather
 from gdjax.spec import Driving, Recording, Stopping
-from gdjax.loss_forms import LossSpec
 from gdjax.stopping import Status
 from gdjax.transforms import get_hyperparams, hyperparam_names, set_hyperparams
 
@@ -305,43 +305,19 @@ def check_recording(
             )
 
 
-def _gradient_is_zero(loss_static, b: int, loss_leaves, params, data) -> jax.Array:
-    loss = loop.join_callable(loss_static, loss_leaves)
-    batch = jax.tree.map(lambda a: a[:b], data)
-    grads = jax.tree.leaves(jax.grad(loss)(params, batch))
-    return jnp.all(jnp.stack([jnp.all(g == 0) for g in grads]))
+def warn_if_stuck(state: RunState) -> None:
+    """Warn (:class:`~gdjax.errors.ZeroGradientWarning`) when the gradient was
+    exactly zero in every parameter throughout the first epoch: plain descent
+    never moved.
 
-
-_QUICK_COMPILE = {
-    "xla_backend_optimization_level": 0,
-    "xla_llvm_disable_expensive_passes": True,
-}
-"""A check runs once: compile it for compile time, not speed (about 40% less)."""
-
-
-def warn_if_stuck(run: Run, params: Params) -> None:
-    """Warn (:class:`~gdjax.errors.ZeroGradientWarning`) when the gradient on the
-    first batch is exactly zero in every parameter.
-
-    One small program, compiled quickly and remembered per loss and signature.
+    Read from the run's own history (its first row's mean gradient norm), so
+    it costs no program of its own: a first call compiles the run and nothing
+    else.
     """
-    program, _, inputs, _ = run
-    args = (inputs.loss_leaves, params, inputs.data)
-    fn = functools.partial(_gradient_is_zero, program.loss, program.plan.batch_size)
-
-    def build():
-        lowered = jax.jit(fn).lower(*args)
-        try:
-            return lowered.compile(compiler_options=_QUICK_COMPILE)
-        except Exception:  # noqa: BLE001 - a backend without these options
-            return lowered.compile()
-
-    # The executable is fixed to the arguments' shardings too (jit would recompile).
-    placement = tuple(getattr(a, "sharding", None) for a in jax.tree.leaves(args))
-    key = ("zero-gradient", program.loss, program.plan.batch_size, placement)
-    key += V.signature(*args)
-    compiled = V.memo(key, build)
-    V.warn_zero_gradient(bool(compiled(*args)))
+    grad_norm = np.asarray(jax.device_get(state.history.grad_norm))
+    epoch = np.asarray(jax.device_get(state.history.epoch))
+    if grad_norm.ndim == 1 and grad_norm.size and epoch[0] == 1:
+        V.warn_zero_gradient(bool(grad_norm[0] == 0))
 
 
 def make_program(
@@ -450,10 +426,7 @@ def prepare(
         transform, params, epochs, recording, dtype, hyperparams, resume, loss
     )
     _check_update(transform, params, state.opt_state)
-    run = Run(program, state, inputs, dtype)
-    if resume is None and not isinstance(loss, LossSpec):
-        warn_if_stuck(run, params)
-    return run
+    return Run(program, state, inputs, dtype)
 
 
 def _on_device(tree: Any) -> Any:
@@ -787,6 +760,8 @@ def fit(
     state = drive(
         run, advance=advance_for(driving), driving=driving, donates=driving.donate
     )
+    if resume is None and not isinstance(loss, LossSpec):
+        warn_if_stuck(state)
     return finish(state, driving)
 
 

@@ -1675,10 +1675,8 @@ def test_bad_input_is_refused_before_compiling(case, compiles):
 
 
 # Rows of gd.fit / gd.sweep whose error class is still a plain TypeError/ValueError,
-# each with where the fix belongs.
-NOT_YET_GDJAX_ERRORS = {
-    "sweep-donate": "gdjax/_sweep.py check_sweep_driving (the lead's file)",
-}
+# each with where the fix belongs (none left).
+NOT_YET_GDJAX_ERRORS: dict[str, str] = {}
 
 
 def test_fit_and_sweep_errors_are_gdjax_errors():
