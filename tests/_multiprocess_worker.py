@@ -5,6 +5,8 @@ unchanged) with one addition: the process whose rank is ``GDJAX_KILL_RANK``
 kills itself with SIGKILL, as a crashed host would vanish, once the run has
 passed epoch ``GDJAX_KILL_EPOCH`` (in the callback that follows each
 checkpoint). The others must then stop with an error, not hang.
+``GDJAX_KILL_SIGNAL=STOP`` freezes it instead (SIGSTOP: a hung host, alive
+but silent), which only the coordinator's heartbeat timeout can detect.
 ``GDJAX_OUT_<rank>``, if set, replaces ``--out`` for that rank (a folder no
 other process sees, as without a shared file system).
 """
@@ -36,15 +38,16 @@ def main() -> None:
     launcher = load_launcher()
     rank = int(os.environ["GDJAX_KILL_RANK"])
     epoch = int(os.environ["GDJAX_KILL_EPOCH"])
+    name = os.environ.get("GDJAX_KILL_SIGNAL", "KILL")
 
     def kill_at_epoch(result) -> bool:
         if jax.process_index() == rank and int(np.max(result.epoch)) >= epoch:
             print(
-                f"process {rank}: SIGKILL at {time.time():.3f} (epoch "
+                f"process {rank}: SIG{name} at {time.time():.3f} (epoch "
                 f"{int(result.epoch)})",
                 flush=True,
             )
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
         return False
 
     argv = sys.argv[1:]

@@ -108,9 +108,11 @@ def launch(
     devices: int,
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    wait_for: tuple[int, ...] | None = None,
 ) -> Launch:
     """Start ``processes`` copies of ``script`` as a launcher would, and wait
-    for them (killing any still running at the deadline)."""
+    for them, or for the ranks ``wait_for`` (killing any still running then,
+    or at the deadline)."""
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base = {
@@ -130,8 +132,8 @@ def launch(
         PYTHONPATH=os.pathsep.join(
             [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
         ),
-        **(env or {}),
     )
+    base.update(env or {})
     start = time.monotonic()
     procs, logs = [], []
     for rank in range(processes):
@@ -151,12 +153,12 @@ def launch(
         for i, p in enumerate(procs):
             if not ended[i] and p.poll() is not None:
                 ended[i] = time.time()
-        if all(ended):
+        if all(ended[i] for i in (range(processes) if wait_for is None else wait_for)):
             break
         time.sleep(0.02)
     codes = []
     for p in procs:
-        if p.poll() is None:  # past the deadline: our own child, by its handle
+        if p.poll() is None:  # our own child, by its handle
             p.kill()
             p.wait()
             codes.append(None)
@@ -364,3 +366,31 @@ def test_only_process_zero_writes_checkpoints(tmp_path, monkeypatch):
     assert not path.exists() and not list(tmp_path.iterdir())
     monkeypatch.setattr(jax, "process_index", lambda: 0)
     assert gd.checkpoint.save(tmp_path, result) == path and path.exists()
+
+
+@pytest.mark.slow
+def test_hung_process_is_detected_by_the_heartbeat(tmp_path):
+    """Process 1 freezes (SIGSTOP: alive, silent) after its epoch-4
+    checkpoint. No collective fails; the coordinator's heartbeat timeout
+    (GDJAX_TIMEOUT) must stop process 0, naming the silent task."""
+    timeout = 10
+    hung = launch(
+        WORKER,
+        2,
+        tmp_path,
+        devices=1,
+        args=("--epochs", str(EPOCHS), "--no-sweep"),
+        env={
+            "GDJAX_KILL_RANK": "1",
+            "GDJAX_KILL_EPOCH": "4",
+            "GDJAX_KILL_SIGNAL": "STOP",
+            "GDJAX_TIMEOUT": str(timeout),
+        },
+        wait_for=(0,),
+    )
+    assert hung.codes[0] not in (0, None), hung.report()  # JAX aborts it
+    assert "stopped sending heartbeats" in hung.logs[0], hung.report()
+    stop_time = float(hung.logs[1].split("SIGSTOP at ")[1].split()[0])
+    latency = hung.ended[0] - stop_time
+    assert latency < 2 * timeout, hung.report()
+    print(f"\nhang: process 0 stopped {latency:.1f} s after process 1 froze")
