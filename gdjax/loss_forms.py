@@ -137,12 +137,16 @@ class LossSpec:
         return False
 
     def __call__(self, params: Params, batch: Batch) -> jax.Array:
-        """The evaluation loss without a state (a keyed loss, for plots and checks)."""
-        if self.has_state:
-            raise GdjaxTypeError(
-                "a stateful loss needs its state: call train_value or eval_value."
-            )
-        return self.eval_value(params, (), batch)
+        """Refused: a declared loss is called with its key and state, never as
+        ``loss(params, batch)`` (which would silently drop its dropout)."""
+        del params, batch
+        raise GdjaxTypeError(
+            f"a loss declared as {self.signature()} is called with its key and "
+            "state by gd.fit, gd.sweep, gd.fit_stream and gd.pieces.make_step; "
+            "this caller calls loss(params, batch) (gd.fit_data_parallel and the "
+            "diagnostics do not take declared losses yet). Pass a plain loss, e.g. "
+            "the evaluation loss."
+        )
 
     def train_value(
         self, params: Params, state: PyTree, batch: Batch, key: Key | None

@@ -462,3 +462,14 @@ def test_fit_stream_draws_fit_keys_and_carries_the_state():
     assert int(s.steps) == 8
     assert_same(s.loss_state, r.loss_state)
     assert_same(s.params, r.params)
+
+
+@pytest.mark.parametrize("loss", [keyed(dropout_loss), BN])
+def test_callers_of_loss_params_batch_refuse_a_declared_loss(loss):
+    """Never a silent plain call (a keyed loss would train without dropout)."""
+    with pytest.raises(TypeError, match="declared as loss"):
+        loss(P0, DATA)
+    with pytest.raises(TypeError, match="declared as loss"):
+        gd.fit_data_parallel(
+            loss, P0, DATA, TX, key=KEY, epochs=1, regime=gd.minibatch(64)
+        )
