@@ -213,6 +213,13 @@ def uninterrupted(tmp_path_factory):
     return run
 
 
+def same_results_everywhere(run: Launch) -> None:
+    """Every process printed the same digest of its results (all members of
+    the sweep, the fit's params and history)."""
+    digests = {log.split("results sha256 ")[1].split()[0] for log in run.logs}
+    assert len(digests) == 1, run.report()
+
+
 def check_against_reference(got: dict, ref: dict, *, sweep: bool = True) -> None:
     if sweep:
         for name in ("sweep_w", "sweep_b", "sweep_loss", "sweep_epoch"):
@@ -228,6 +235,7 @@ def test_two_processes_sweep_fit_checkpoint_resume(uninterrupted, reference):
     got = run.results()
     assert int(got["processes"]) == 2 and int(got["devices"]) == 4
     assert int(got["resumed_from"]) == 0
+    same_results_everywhere(run)
     check_against_reference(got, reference)
     assert "2 process(es), 4 devices in the mesh" in run.logs[0]
     # Process 0 wrote every checkpoint (every 2 epochs), whole.
@@ -318,6 +326,7 @@ def test_four_processes(reference, tmp_path):
     got = run.results()
     assert int(got["processes"]) == 4 and int(got["devices"]) == 4
     assert [f"sweep: {e} epochs" in run.logs[0] for e in (3, 6, 8)] == [True] * 3
+    same_results_everywhere(run)
     check_against_reference(got, reference)
     print(
         f"\n4 processes: {run.seconds:.1f} s; data-parallel vs gd.fit: max |diff| "
