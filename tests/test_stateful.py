@@ -473,3 +473,19 @@ def test_callers_of_loss_params_batch_refuse_a_declared_loss(loss):
         gd.fit_data_parallel(
             loss, P0, DATA, TX, key=KEY, epochs=1, regime=gd.minibatch(64)
         )
+
+
+def test_fit_resumable_extends_a_stateful_run(tmp_path):
+    kw = dict(key=KEY, regime=gd.minibatch(64), val_data=VAL)
+    whole = gd.fit(BN, P0, DATA, TX, epochs=4, **kw)
+    gd.checkpoint.fit_resumable(BN, P0, DATA, TX, directory=tmp_path, epochs=2, **kw)
+    more = gd.checkpoint.fit_resumable(
+        BN, P0, DATA, TX, directory=tmp_path, epochs=4, **kw
+    )
+    assert_same(more.state, whole.state)
+    # Another declared loss is another run: refused, not resumed.
+    other = stateful(bn_loss, S0, takes_key=False, eval_loss=bn_eval)
+    with pytest.raises(gd.CheckpointError):
+        gd.checkpoint.fit_resumable(
+            other, P0, DATA, TX, directory=tmp_path, epochs=4, **kw
+        )
