@@ -337,7 +337,10 @@ def member_states(spec: Any, params: Params, members: int) -> PyTree:
 
 
 def check_plain(loss: Any) -> None:
-    """A plain loss that asks for a third argument was meant to be declared."""
+    """A plain loss that asks for a third argument was meant to be declared
+    (one that declares per-example weights takes them third)."""
+    if getattr(loss, "accepts_weights", False):
+        return
     try:
         sig = inspect.signature(loss)
     except (TypeError, ValueError):
