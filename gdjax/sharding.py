@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -73,10 +73,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gdjax import _validate as V
-from gdjax import batching, runs, spec
-from gdjax._typing import Batch, Key, LossFn, Params
+from gdjax import runs, spec
+from gdjax._typing import Batch, LossFn, Params
 from gdjax.results import FitResult
-from gdjax.spec import Driving, Recording, Stopping
 
 
 def data_mesh(
@@ -295,19 +294,10 @@ def fit_data_parallel(
     data: Batch,
     transform: optax.GradientTransformation,
     *,
-    key: Key,
-    epochs: int,
-    regime: batching.Regime | None = None,
-    val_data: Batch | None = None,
-    hyperparams: Mapping[str, Any] | None = None,
-    resume: FitResult | None = None,
     mesh: Mesh | None = None,
     axis: str = "data",
     data_placement: str = "shard",
-    stopping: Stopping | None = None,
-    recording: Recording | None = None,
-    driving: Driving | None = None,
-    **options: Any,
+    **fit_args: Any,
 ) -> FitResult:
     r""":func:`gdjax.fit`, data-parallel over the devices of a mesh.
 
@@ -318,17 +308,18 @@ def fit_data_parallel(
     module docstring.
 
     Args:
-      loss, params, data, transform, key, epochs, regime, val_data,
-        hyperparams, resume: as for :func:`gdjax.fit`. ``data`` may already be
-        sharded (from :func:`shard_data`); otherwise it is placed here.
+      loss, params, data, transform: as for :func:`gdjax.fit`. ``data`` may
+        already be sharded (from :func:`shard_data`); otherwise it is placed
+        here.
       mesh: a mesh with an ``axis`` (default :func:`data_mesh` over every
         device).
       axis: the mesh axis that splits examples and batches.
       data_placement: ``"shard"`` (each device holds ``n / D`` examples; ``n``
         must be divisible by ``D``) or ``"replicate"`` (every device holds all
         the data; the batches are still split, so the compute is parallel).
-      stopping, recording, driving, **options: the run options of
-        :func:`gdjax.fit`.
+      **fit_args: every other argument of :func:`gdjax.fit` (``key``,
+        ``epochs``, ``regime``, ``val_data``, ``hyperparams``, ``resume``,
+        ``stopping``/``recording``/``driving`` and the flat run options).
 
     Returns:
       The :class:`~gdjax.FitResult`, replicated on every device of the mesh.
@@ -344,8 +335,12 @@ def fit_data_parallel(
       >>> r.stopped_by.name, int(r.epoch), round(float(r.params["w"][0, 0]), 1)
       ('TARGET_LOSS', 153, 1.9)
     """
+    options = {k: fit_args.pop(k) for k in list(fit_args) if k in spec.OPTION_NAMES}
     stopping, recording, driving = spec.from_options(
-        stopping, recording, driving, **options
+        fit_args.pop("stopping", None),
+        fit_args.pop("recording", None),
+        fit_args.pop("driving", None),
+        **options,
     )
     run = prepare_data_parallel(
         loss,
@@ -355,15 +350,10 @@ def fit_data_parallel(
         mesh=mesh,
         axis=axis,
         data_placement=data_placement,
-        key=key,
-        epochs=epochs,
-        regime=regime,
-        val_data=val_data,
-        hyperparams=hyperparams,
-        resume=resume,
         stopping=stopping,
         recording=recording,
         driving=driving,
+        **fit_args,
     )
     state = runs.drive(
         run, advance=runs.advance_for(driving), driving=driving, donates=driving.donate
