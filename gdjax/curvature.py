@@ -186,12 +186,16 @@ def lanczos_extremes(
         b = jnp.linalg.norm(r)
         # An invariant Krylov space: restart with a random orthogonal direction.
         broke = b <= 4 * eps * scale
+
         # Shifted copies of one generic vector are independent directions (a
         # draw per step would double the compiled loop).
-        z = jnp.roll(z_restart, j)
-        z = _orthogonalize(basis, z)
-        z = z / jnp.maximum(jnp.linalg.norm(z), jnp.finfo(dtype).tiny)
-        nxt = jnp.where(broke, z, r / jnp.where(broke, 1, b))
+        def restart():
+            z = _orthogonalize(basis, jnp.roll(z_restart, j))
+            return z / jnp.maximum(jnp.linalg.norm(z), jnp.finfo(dtype).tiny)
+
+        # lax.cond: the restart's work is skipped unless needed (under vmap
+        # both branches run, as a select).
+        nxt = jax.lax.cond(broke, restart, lambda: r / jnp.where(broke, 1, b))
         basis = basis.at[j + 1].set(nxt)
         alpha = alpha.at[j].set(a)
         beta = beta.at[j].set(jnp.where(broke, 0, b))
