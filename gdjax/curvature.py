@@ -57,6 +57,7 @@ from gdjax._typing import Batch, Key, LossFn, Params
 __all__ = [
     "EigenPair",
     "Extremes",
+    "flat_hvp",
     "hessian_extremes",
     "lanczos_extremes",
 ]
