@@ -205,7 +205,7 @@ def w3_monitor_cost(rounds: int = 7, epochs: int = 40) -> dict[str, float]:
     the same run as a hand-written jitted loop over epochs, and that loop with
     a warm-started λmax (2 Lanczos steps from the previous eigenvector) after
     every epoch, on the full training set and on a fixed probe of the first
-    128 or 256 examples. Returns seconds per variant.
+    128 or 64 examples. Returns seconds per variant.
     """
     import statistics
 
@@ -260,7 +260,7 @@ def w3_monitor_cost(rounds: int = 7, epochs: int = 40) -> dict[str, float]:
 
     key, v0 = jax.random.key(2), jax.tree.map(jnp.zeros_like, params0)
     variants = {"gd.fit": fit, "loop": lambda: loop(params0, key, v0, 0, 0)}
-    for probe in (n, 256, 128):
+    for probe in (n, 128, 64):
         variants[f"loop+warm({probe})"] = functools.partial(
             loop, params0, key, v0, probe, 2
         )
