@@ -58,9 +58,12 @@ def main() -> None:
         f"{res.suggestion_max_stable:.3g}; steepest descent at "
         f"{res.suggestion_steepest:.3g}"
     )
-    rows = zip(res.lrs[::3], res.losses[::3], res.stable[::3], strict=True)
-    for lr, final, ok in rows:  # every third rate
-        print(f"  lr {lr:8.4f}  loss {final:9.4f}  {'stable' if ok else 'unstable'}")
+    rows = zip(
+        res.lrs[::3], res.losses[::3], res.stable[::3], res.unstable[::3], strict=True
+    )
+    for lr, final, ok, bad in rows:  # every third rate
+        verdict = "stable" if ok else ("unstable" if bad else "too slow")
+        print(f"  lr {lr:8.4f}  loss {final:9.4f}  {verdict}")
 
     # Train for real at the suggestion and at a tenth of it.
     accuracy = gd.accuracy(gd.models.mlp)

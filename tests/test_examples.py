@@ -32,6 +32,8 @@ EXPECTED = {
     "three_regimes.py": ("training loss (cross-entropy", "three_regimes.png"),
     "sweep_lr_batch.py": ("best: batch_size=", "sweep_lr_batch.png"),
     "optax_chain.py": ("optax.adam(cosine)", None),
+    "edge_of_stability.py": ("η·λmax/2: start", "eos.png"),
+    "critical_batch_size.py": ("B_crit = E_min/S_min", "critical_batch.png"),
     "own_loop.py": (
         "own loop == gd.fit bitwise (params, opt_state, history.loss): True",
         None,
