@@ -58,6 +58,7 @@ derived and the state is an empty tuple.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -410,6 +411,25 @@ def check_loss(
     val_data: Batch | None = None,
 ) -> V.LossTrace:
     """Trace a declared loss on abstract values and check its form (no compile).
+
+    Remembered per functions, form and signatures (:func:`gdjax._validate.memo`):
+    tracing costs milliseconds, as much as a short compiled run.
+    """
+    key = ("declared-loss", spec.fn, spec.eval_fn, spec.takes_key, spec.has_state)
+    key += V.signature(params, batch, state, val_data)
+    return V.memo(
+        key, functools.partial(_check_loss, spec, params, batch, state, val_data)
+    )
+
+
+def _check_loss(
+    spec: LossSpec,
+    params: Params,
+    batch: Batch,
+    state: PyTree,
+    val_data: Batch | None = None,
+) -> V.LossTrace:
+    """:func:`check_loss`, not remembered.
 
     The training call must bind, trace, give a float scalar (a stateful loss:
     ``(value, new_state)`` with ``new_state`` shaped as ``state``), depend on
