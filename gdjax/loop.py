@@ -309,7 +309,10 @@ def train_step(
     Checked (the default): a step is applied only while the run is going and
     under ``max_steps``, and with the guard on only if it is finite; otherwise
     the carry keeps its parameters and state and the status says why. Unchecked
-    (the fast path): every step applies.
+    (the fast path): every step applies. A loss declared with a key or a state
+    (:mod:`gdjax.loss_forms`) gets the step's key and the carried state
+    (:func:`declared_step`); its new state is applied or rejected with the
+    parameters. A plain loss traces exactly as before (no key, ``()`` state).
     """
     idx, w = batch_xs
     data = inputs.data
