@@ -760,7 +760,7 @@ def fit(
     state = drive(
         run, advance=advance_for(driving), driving=driving, donates=driving.donate
     )
-    if resume is None and not isinstance(loss, LossSpec):
+    if resume is None:
         warn_if_stuck(state)
     return finish(state, driving)
 

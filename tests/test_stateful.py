@@ -489,3 +489,15 @@ def test_fit_resumable_extends_a_stateful_run(tmp_path):
         gd.checkpoint.fit_resumable(
             other, P0, DATA, TX, directory=tmp_path, epochs=4, **kw
         )
+
+
+def test_zero_gradient_warning_for_a_declared_loss():
+    def dead(p, s, b, key):
+        x, y = b
+        out = jax.nn.relu(x @ p["w"]) @ p["v"]
+        return jnp.mean((out - 1.0) ** 2), s + 1
+
+    zeros = {"w": jnp.zeros((64, 4)), "v": jnp.zeros((4, 1))}
+    spec_ = stateful(dead, jnp.zeros((), jnp.int32), takes_key=True)
+    with pytest.warns(gd.errors.ZeroGradientWarning):
+        gd.fit(spec_, zeros, (X, Y[:, None]), TX, key=KEY, epochs=1)
