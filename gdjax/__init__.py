@@ -15,6 +15,7 @@ from gdjax import (
     guard,
     init,
     loop,
+    loss_forms,
     losses,
     members,
     models,
@@ -45,6 +46,7 @@ from gdjax.errors import (
 from gdjax.gradients import GradResult, value_and_grad
 from gdjax.guard import RejectNonfiniteState, reject_nonfinite
 from gdjax.loop import History
+from gdjax.loss_forms import LossSpec, keyed, stateful, step_key
 from gdjax.losses import accuracy, make_loss, with_example_weights
 from gdjax.members import seed_keys
 from gdjax.pieces import batches, gather, make_step
@@ -82,6 +84,7 @@ __all__ = [
     "GdjaxWarning",
     "GradResult",
     "History",
+    "LossSpec",
     "IgnoredBatchWarning",
     "NonFiniteError",
     "Recording",
@@ -110,7 +113,9 @@ __all__ = [
     "get_hyperparams",
     "guard",
     "init",
+    "keyed",
     "loop",
+    "loss_forms",
     "inverse_time_decay",
     "losses",
     "make_loss",
@@ -129,6 +134,8 @@ __all__ = [
     "sgd",
     "sharding",
     "spec",
+    "stateful",
+    "step_key",
     "stochastic",
     "stopping",
     "streaming",
