@@ -140,7 +140,9 @@ def sweep(
     seed_coord = (("seed", tuple(int(s) for s in seed_values)),)
     coords = outer_coords + seed_coord + axes.coords
     outer_shape = tuple(len(v) for _, v in outer_coords)
-    state = states[0] if not outer_coords else members.combine_points(states, outer_shape)
+    state = (
+        states[0] if not outer_coords else members.combine_points(states, outer_shape)
+    )
     return SweepResult(FitResult(state), tuple(a for a, _ in coords), coords)
 
 

@@ -239,7 +239,9 @@ def _tree_select(pred: jax.Array, new: PyTree, old: PyTree) -> PyTree:
 
 def leaf_flags(tree: PyTree) -> jax.Array:
     """One bool per leaf of ``tree``: are all its entries finite?"""
-    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)])
+    return jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    )
 
 
 def first_bad_leaf(tree: PyTree) -> jax.Array:

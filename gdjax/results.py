@@ -239,7 +239,9 @@ def _pandas():
     try:
         import pandas
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("to_pandas() needs pandas: pip install 'gdjax[pandas]'.") from e
+        raise ImportError(
+            "to_pandas() needs pandas: pip install 'gdjax[pandas]'."
+        ) from e
     return pandas
 
 
@@ -359,7 +361,9 @@ class SweepResult:
                     raise IndexError(f"setting {i} is out of [0, {len(values)}).")
                 out[axis] = i
             elif axis in coords:
-                hits = [j for j, v in enumerate(values) if same_coordinate(v, coords[axis])]
+                hits = [
+                    j for j, v in enumerate(values) if same_coordinate(v, coords[axis])
+                ]
                 if not hits:
                     raise ValueError(f"{axis}={coords[axis]!r} is not in {values}.")
                 out[axis] = hits[0]

@@ -7,9 +7,9 @@ tensors, a list...) and runs
 .. math:: \theta_{t+1} = \theta_t + u_t\big(\nabla L_{B_t}(\theta_t)\big),
    \qquad B_t = \text{the } t\text{-th batch of the stream},
 
-in *epochs of the stream*: ``steps_per_epoch`` batches are stacked on the host, moved to the
-device in one transfer, and run as one call of one compiled program (a
-``lax.scan`` over the chunk's steps). The step is :func:`gdjax.fit`'s own:
+in *epochs of the stream*: ``steps_per_epoch`` batches are stacked on the
+host, moved to the device in one transfer, and run as one call of one compiled
+program (a ``lax.scan`` over the epoch's steps). The step is :func:`gdjax.fit`'s own:
 each stream epoch is one epoch of :func:`gdjax.loop.run_epochs` over the
 stacked batches in order, so the NaN/inf guard, the gradient-norm record, the
 statuses and the stopping rules are the same code. The program is compiled
@@ -42,6 +42,7 @@ transfers them, and reads the status back (one synchronization per epoch);
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -147,7 +148,9 @@ class _Stream:
         leaves = [np.asarray(a) for a in leaves]
         spec_ = tuple((a.shape, a.dtype) for a in leaves)
         if self.spec is None:
-            V.check_data(treedef.unflatten(leaves), "the first batch", check_finite=False)
+            V.check_data(
+                treedef.unflatten(leaves), "the first batch", check_finite=False
+            )
             self.treedef, self.spec = treedef, spec_
             return leaves
         same_tail = treedef == self.treedef and all(
@@ -281,8 +284,14 @@ def _drive(
                 prog, state, inputs._replace(data=nxt.data), np.int32(nxt.valid)
             )
             # Work on the host while the device runs this epoch.
-            upcoming = stream.next() if not nxt.short and nxt.valid == stream.k else None
-            nxt = None if upcoming is None else upcoming._replace(data=place(upcoming.data))
+            upcoming = (
+                stream.next() if not nxt.short and nxt.valid == stream.k else None
+            )
+            nxt = (
+                None
+                if upcoming is None
+                else upcoming._replace(data=place(upcoming.data))
+            )
             history, status = jax.device_get((state.history, state.status))  # one sync
             records.append(history)
             if bar is not None:
@@ -381,45 +390,21 @@ def fit_stream(
         transform,
         key=jax.random.key(0) if key is None else key,
         epochs=1,
-        regime=batching.minibatch(stream.batch_size, shuffle=False, last_batch="drop"),
+        regime=_first_regime(stream, first),
         val_data=val_data,
         hyperparams=hyperparams,
         stopping=stopping,
         recording=recording,
-        driving=dataclasses_replace(driving, check_finite=False),
-    ) if not first.short else _prepare_short(
-        loss, params, first, transform, key, val_data, hyperparams,
-        stopping, recording, driving, stream,
+        driving=dataclasses.replace(driving, check_finite=False),
     )
     state, records = _drive(run, stream, first, advance=_advance_epoch, driving=driving)
     return runs.finish(_with_history(state, records), driving)
 
 
-def _prepare_short(
-    loss, params, first, transform, key, val_data, hyperparams,
-    stopping, recording, driving, stream,
-) -> runs.Run:
-    """A stream whose first epoch already ends short: prepare on those rows."""
-    return runs.prepare(
-        loss,
-        params,
-        first.data,
-        transform,
-        key=jax.random.key(0) if key is None else key,
-        epochs=1,
-        regime=batching.minibatch(stream.batch_size, shuffle=False, last_batch="pad"),
-        val_data=val_data,
-        hyperparams=hyperparams,
-        stopping=stopping,
-        recording=recording,
-        driving=dataclasses_replace(driving, check_finite=False),
-    )
-
-
-def dataclasses_replace(value: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(value, **changes)
+def _first_regime(stream: _Stream, first: Epoch) -> batching.Regime:
+    """The regime of the first stream epoch: masked when it already ends short."""
+    last = "pad" if first.short else "drop"
+    return batching.minibatch(stream.batch_size, shuffle=False, last_batch=last)
 
 
 def sweep_stream(
@@ -487,16 +472,12 @@ def sweep_stream(
         seeds=seed_values,
         axes=axes,
         epochs=1,
-        regime=batching.minibatch(
-            stream.batch_size,
-            shuffle=False,
-            last_batch="pad" if first.short else "drop",
-        ),
+        regime=_first_regime(stream, first),
         val_data=val_data,
         devices=device_list,
         stopping=stopping,
         recording=recording,
-        driving=dataclasses_replace(driving, check_finite=False),
+        driving=dataclasses.replace(driving, check_finite=False),
     )
     run = members.member_run(plan)
     _, rep = members.shardings(plan)
