@@ -126,6 +126,12 @@ def _parser() -> _Parser:
     )
     parser.add_argument("--version", action="version", version=f"gdjax {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo_parser(commands)
+    return parser
+
+
+def _add_demo_parser(commands: Any) -> None:
+    """The ``demo`` subcommand and its options."""
     demo = commands.add_parser(
         "demo",
         help="race full-batch, mini-batch and stochastic descent on the digits",
@@ -141,6 +147,13 @@ def _parser() -> _Parser:
         "runs/a | gdjax demo --lr 0.05 --batch-size 128 | gdjax demo --hidden 0 "
         "(softmax regression)",
     )
+    _add_run_arguments(demo)
+    _add_output_arguments(demo)
+    demo.set_defaults(run=_demo, command_parser=demo)
+
+
+def _add_run_arguments(demo: argparse.ArgumentParser) -> None:
+    """The options that shape the race: data, seeds, epochs, rates, model."""
     demo.add_argument(
         "--dataset",
         choices=["digits"],
@@ -204,6 +217,10 @@ def _parser() -> _Parser:
         help="hidden units of the MLP 64-H-10 with ReLU (default %(default)s); "
         "0 gives softmax regression",
     )
+
+
+def _add_output_arguments(demo: argparse.ArgumentParser) -> None:
+    """The options that decide what is written and shown."""
     demo.add_argument(
         "--out",
         default="gdjax-out",
@@ -229,8 +246,6 @@ def _parser() -> _Parser:
         action="store_true",
         help="no progress and no table: print only the paths of the files written",
     )
-    demo.set_defaults(run=_demo, command_parser=demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -462,6 +477,36 @@ def _race(
     progress.start(
         f"[{index}/{total}] {name} (B={plan.batch_size}, {shown})", args.epochs
     )
+    sw, marks, wall, compile_s = _timed_sweep(
+        regime, rates, problem=problem, args=args, progress=progress
+    )
+    return _race_result(
+        name,
+        regime,
+        plan,
+        rates,
+        sw,
+        seeds=args.seeds,
+        marks=marks,
+        wall=wall,
+        compile_s=compile_s,
+    )
+
+
+def _timed_sweep(
+    regime: Any,
+    rates: Sequence[float],
+    *,
+    problem: dict,
+    args: argparse.Namespace,
+    progress: _Progress,
+) -> tuple[Any, dict[int, float], float, float]:
+    """The regime's sweep over seeds x ``rates``, timed.
+
+    Returns the sweep, the running seconds (compilation excluded) at each
+    epoch count reached, the wall time and the compile time.
+    """
+    import gdjax as gd
 
     clock = _compile_clock()
     compiled_before = clock[0]
@@ -496,6 +541,23 @@ def _race(
     done = int(np.max(np.asarray(sw.result.epoch)))
     marks[done] = wall - compile_s
     progress.finish(wall, done)
+    return sw, marks, wall, compile_s
+
+
+def _race_result(
+    name: str,
+    regime: Any,
+    plan: Any,
+    rates: Sequence[float],
+    sw: Any,
+    *,
+    seeds: int,
+    marks: dict[int, float],
+    wall: float,
+    compile_s: float,
+) -> _Race:
+    """The ``_Race`` of a finished sweep: the best rate's members per seed."""
+    import gdjax as gd
 
     try:
         best, _ = sw.best()  # lowest mean final training loss, no failed seed
@@ -503,7 +565,7 @@ def _race(
     except ValueError:  # every candidate failed on some seed: show the smallest
         lr = float(min(rates))
     j = int(np.argmin([abs(r - lr) for r in rates]))
-    members = [sw.member(i, j) for i in range(len(seeds))]
+    members = [sw.member(i, j) for i in range(seeds)]
 
     def per_seed(get: Callable[[Any], Any]) -> np.ndarray:
         return np.stack([np.asarray(get(m), float) for m in members])
@@ -655,6 +717,20 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print()
         print(_table(races, args.seeds, problem["n_test"]))
     record = _record(races, problem, args, header, initial, cache)
+    for p in _write_outputs(races, problem, args, initial, record, out):
+        print(p if args.quiet else f"wrote {_shown(p)}")
+    return 0
+
+
+def _write_outputs(
+    races: list[_Race],
+    problem: dict,
+    args: argparse.Namespace,
+    initial: np.ndarray,
+    record: dict,
+    out: str,
+) -> list[str]:
+    """Write the picture (unless skipped) and the JSON record; their paths."""
     written = []
     if not args.no_plot:
         try:
@@ -672,9 +748,7 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         lambda f: json.dump(record, f, indent=1, allow_nan=False),
     )
     written.insert(0, path)
-    for p in written:
-        print(p if args.quiet else f"wrote {_shown(p)}")
-    return 0
+    return written
 
 
 def _device_name(device: Any) -> str:
@@ -702,37 +776,14 @@ def _table(races: list[_Race], seeds: int, n_test: int) -> str:
         "compile s",
         "steps/s",
     ]
-    rows = []
-    notes = []
-    for r in races:
-        loss_m, loss_s = _mean_std(r.final_train_loss)
-        acc_m, acc_s = _mean_std(r.final_test_accuracy)
-        run_s = max(r.wall_s - r.compile_s, 1e-9)
-        epochs = (
-            f"{r.epochs_run.min()}"
-            if r.epochs_run.min() == r.epochs_run.max()
-            else f"{r.epochs_run.min()}-{r.epochs_run.max()}"
-        )
-        rows.append(
-            [
-                r.name,
-                str(r.batch_size),
-                f"{r.learning_rate:g}",
-                f"{loss_m:.4f} ± {loss_s:.4f}",
-                f"{100 * acc_m:.1f}% ± {100 * acc_s:.1f}%",
-                epochs,
-                f"{int(r.steps.max()):,}",
-                f"{r.wall_s:.2f}",
-                f"{r.compile_s:.2f}",
-                f"{r.total_steps / run_s:,.0f}",
-            ]
-        )
-        if r.failed.any():
-            notes.append(
-                f"{r.name}: {int(r.failed.sum())} of {seeds} seeds diverged "
-                f"({r.reasons[int(np.argmax(r.failed))]}); the statistics are "
-                "over the others. Try a smaller learning rate."
-            )
+    rows = [_table_row(r) for r in races]
+    notes = [
+        f"{r.name}: {int(r.failed.sum())} of {seeds} seeds diverged "
+        f"({r.reasons[int(np.argmax(r.failed))]}); the statistics are "
+        "over the others. Try a smaller learning rate."
+        for r in races
+        if r.failed.any()
+    ]
     right = {1, 2, 5, 6, 7, 8, 9}
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
 
@@ -745,6 +796,38 @@ def _table(races: list[_Race], seeds: int, n_test: int) -> str:
     text = [line(heads), line(["-" * w for w in widths])]
     text += [line(row) for row in rows]
     text.append("")
+    text += _table_legend(races, n_test)
+    text += notes
+    return "\n".join(text)
+
+
+def _table_row(r: _Race) -> list[str]:
+    """One regime's cells of the summary table."""
+    loss_m, loss_s = _mean_std(r.final_train_loss)
+    acc_m, acc_s = _mean_std(r.final_test_accuracy)
+    run_s = max(r.wall_s - r.compile_s, 1e-9)
+    epochs = (
+        f"{r.epochs_run.min()}"
+        if r.epochs_run.min() == r.epochs_run.max()
+        else f"{r.epochs_run.min()}-{r.epochs_run.max()}"
+    )
+    return [
+        r.name,
+        str(r.batch_size),
+        f"{r.learning_rate:g}",
+        f"{loss_m:.4f} ± {loss_s:.4f}",
+        f"{100 * acc_m:.1f}% ± {100 * acc_s:.1f}%",
+        epochs,
+        f"{int(r.steps.max()):,}",
+        f"{r.wall_s:.2f}",
+        f"{r.compile_s:.2f}",
+        f"{r.total_steps / run_s:,.0f}",
+    ]
+
+
+def _table_legend(races: list[_Race], n_test: int) -> list[str]:
+    """The lines under the table that say what its columns mean."""
+    text = []
     swept = [r for r in races if len(r.candidates) > 1]
     if swept:
         text.append(
@@ -764,8 +847,7 @@ def _table(races: list[_Race], seeds: int, n_test: int) -> str:
         "its batch); wall s and steps/s: every member of the regime's sweep "
         "(seeds x rates) together, steps/s without compile time."
     )
-    text += notes
-    return "\n".join(text)
+    return text
 
 
 def _finite_list(values: np.ndarray) -> list:
