@@ -942,31 +942,7 @@ def sweep_curves(
     if band not in _BANDS:
         raise ValueError(f"band must be one of {_BANDS}, got {band!r}.")
     table = _to_table(data)
-    varying = _varying(table)
-    chosen = [c for c in (color, panels, rows) if c is not None]
-    for name in chosen:
-        if name not in table.coords:
-            raise ValueError(
-                f"{name!r} is not a coordinate of the sweep; coordinates are "
-                f"{table.coords}."
-            )
-    if len(set(chosen)) != len(chosen):
-        raise ValueError(f"color, panels and rows must differ, got {chosen}.")
-    free = (
-        [c for c in _default_axes(varying, table) if c not in chosen] if varying else []
-    )
-    if color is None and free:
-        color = free.pop(0)
-    if panels is None and free:
-        panels = free.pop(0)
-    if rows is None and free:
-        rows = free.pop(0)
-    if free:
-        raise ValueError(
-            f"the sweep varies {free} beyond color={color!r}, panels={panels!r}, "
-            f"rows={rows!r}; sweep_curves draws three axes: filter the table to "
-            f"one value of {free[0]!r} first."
-        )
+    color, panels, rows = _assign_axes(table, color, panels, rows)
     if x not in _X_LABELS and (x not in table.columns or x in table.coords):
         raise ValueError(
             f"x must be one of {tuple(_X_LABELS)} or a column of the table, got {x!r}."
@@ -1008,6 +984,76 @@ def sweep_curves(
         members = max(members, curve.matrix.shape[0])
         xs.append(curve.x)
     ylab = ylabel or _Y_LABELS.get(value, value)
+    _label_panels(
+        grid,
+        (rows, row_values),
+        (panels, col_values),
+        xlabel=xlabel or _X_LABELS.get(x, x),
+        ylabel=ylab,
+    )
+    grid[0, 0].set_yscale(yscale)
+    if yscale == "log":
+        _plain_log_ticks(grid[0, 0].yaxis)
+    _finish_x(grid[0, 0], x, xs, xscale)
+    if color and ordered:
+        _ordered_colorbar(fig, grid, colour_values, colours, color)
+    elif color:
+        _named_legend(fig, grid)
+    words = _band_words(band, log, quantiles)
+    import textwrap
+
+    text = title or f"{ylab}: {words} over {members} seed{'s' * (members != 1)}"
+    # About 13 characters of a 10-point title per inch of figure.
+    width = int(13 * fig.get_size_inches()[0])
+    fig.suptitle(textwrap.fill(text, width), fontsize="medium")
+    return fig
+
+
+def _assign_axes(
+    table: Any, color: str | None, panels: str | None, rows: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """``(color, panels, rows)``: the chosen coordinates, checked, and the
+    swept axes left over filled in (see :func:`sweep_curves`)."""
+    varying = _varying(table)
+    chosen = [c for c in (color, panels, rows) if c is not None]
+    for name in chosen:
+        if name not in table.coords:
+            raise ValueError(
+                f"{name!r} is not a coordinate of the sweep; coordinates are "
+                f"{table.coords}."
+            )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"color, panels and rows must differ, got {chosen}.")
+    free = (
+        [c for c in _default_axes(varying, table) if c not in chosen] if varying else []
+    )
+    if color is None and free:
+        color = free.pop(0)
+    if panels is None and free:
+        panels = free.pop(0)
+    if rows is None and free:
+        rows = free.pop(0)
+    if free:
+        raise ValueError(
+            f"the sweep varies {free} beyond color={color!r}, panels={panels!r}, "
+            f"rows={rows!r}; sweep_curves draws three axes: filter the table to "
+            f"one value of {free[0]!r} first."
+        )
+    return color, panels, rows
+
+
+def _label_panels(
+    grid: Any,
+    row_axis: tuple[str | None, list],
+    col_axis: tuple[str | None, list],
+    *,
+    xlabel: str,
+    ylabel: str,
+) -> None:
+    """Title each panel by its row and column values; label the outer axes."""
+    rows, row_values = row_axis
+    panels, col_values = col_axis
+    nr, nc = grid.shape
     for r in range(nr):
         for c in range(nc):
             ax = grid[r, c]
@@ -1019,37 +1065,24 @@ def sweep_curves(
             ax.set_title(", ".join(parts), fontsize="medium")
             ax.grid(True, which="major", alpha=0.3)
             if r == nr - 1:
-                ax.set_xlabel(xlabel or _X_LABELS.get(x, x))
+                ax.set_xlabel(xlabel)
             if c == 0:
-                ax.set_ylabel(ylab if nr == 1 else f"{ylab}")
-    grid[0, 0].set_yscale(yscale)
-    if yscale == "log":
-        _plain_log_ticks(grid[0, 0].yaxis)
-    _finish_x(grid[0, 0], x, xs, xscale)
-    if color and ordered:
-        _ordered_colorbar(fig, grid, colour_values, colours, color)
-    elif color:
-        handles = grid[0, 0].get_lines()
-        seen = {}
-        for ax in grid.ravel():
-            for line in ax.get_lines():
-                seen.setdefault(line.get_label(), line)
-        del handles
-        fig.legend(
-            list(seen.values()),
-            list(seen),
-            loc="outside right upper",
-            frameon=False,
-            fontsize="small",
-        )
-    words = _band_words(band, log, quantiles)
-    import textwrap
+                ax.set_ylabel(ylabel)
 
-    text = title or f"{ylab}: {words} over {members} seed{'s' * (members != 1)}"
-    # About 13 characters of a 10-point title per inch of figure.
-    width = int(13 * fig.get_size_inches()[0])
-    fig.suptitle(textwrap.fill(text, width), fontsize="medium")
-    return fig
+
+def _named_legend(fig: Any, grid: Any) -> None:
+    """One legend entry per distinct line label over all panels, outside them."""
+    seen = {}
+    for ax in grid.ravel():
+        for line in ax.get_lines():
+            seen.setdefault(line.get_label(), line)
+    fig.legend(
+        list(seen.values()),
+        list(seen),
+        loc="outside right upper",
+        frameon=False,
+        fontsize="small",
+    )
 
 
 def _colour_map(values: list, ordered: bool, cmap: str) -> list:
@@ -1194,13 +1227,7 @@ def heatmap(
             )
     xs, xi = _codes(coords[x])
     ys, yi = _codes(coords[y])
-    total = np.zeros((len(ys), len(xs)))
-    count = np.zeros((len(ys), len(xs)))
-    ok = np.isfinite(finals)
-    np.add.at(total, (yi[ok], xi[ok]), finals[ok])
-    np.add.at(count, (yi[ok], xi[ok]), 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    mean = _cell_means(finals, (yi, xi), (len(ys), len(xs)))
 
     import matplotlib
     from matplotlib import colors as mcolors
@@ -1230,23 +1257,43 @@ def heatmap(
             if norm is not None
             else (0.5 * (finite.min() + finite.max()) if finite.size else 0.0)
         )
-        for i in range(len(ys)):
-            for j in range(len(xs)):
-                v = mean[i, j]
-                text = "NaN" if not np.isfinite(v) else f"{v:.3g}"
-                dark = np.isfinite(v) and v < mid
-                ax.text(
-                    j,
-                    i,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if dark else "black",
-                )
+        _annotate_cells(ax, mean, mid)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label=label)
     return ax
+
+
+def _cell_means(
+    finals: np.ndarray, cells: tuple[np.ndarray, np.ndarray], shape: tuple[int, int]
+) -> np.ndarray:
+    """The mean of the finite ``finals`` falling in each ``(row, column)`` cell;
+    NaN where none is finite."""
+    yi, xi = cells
+    total = np.zeros(shape)
+    count = np.zeros(shape)
+    ok = np.isfinite(finals)
+    np.add.at(total, (yi[ok], xi[ok]), finals[ok])
+    np.add.at(count, (yi[ok], xi[ok]), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _annotate_cells(ax: Any, mean: np.ndarray, mid: float) -> None:
+    """Write each cell's value in it, white on the dark half of the colours."""
+    for i in range(mean.shape[0]):
+        for j in range(mean.shape[1]):
+            v = mean[i, j]
+            text = "NaN" if not np.isfinite(v) else f"{v:.3g}"
+            dark = np.isfinite(v) and v < mid
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
 
 
 # ------------------------------------------------------------------- diagnostics
