@@ -600,18 +600,7 @@ def fit_auto_step(
     stopping, recording, driving = spec.from_options(
         stopping, recording, driving, **options
     )
-    if driving.chunk_epochs is not None:
-        raise TypeError("fit_auto_step does not take chunk_epochs: use reestimate_every.")
-    if driving.donate:
-        raise TypeError(
-            "fit_auto_step does not take donate: the chunks share their state with "
-            "the host."
-        )
-    hyper = dict(hyperparams or {})
-    if "learning_rate" in hyper:
-        raise ValueError(
-            "fit_auto_step sets hyperparams['learning_rate'] itself; leave it out."
-        )
+    hyper = _auto_step_hyperparams(driving, hyperparams)
     key = V.check_key(key)
     k_run, k_probe = jax.random.split(key)
     transform = transforms.sgd(1.0) if transform is None else transform
@@ -620,32 +609,16 @@ def fit_auto_step(
     starts: list[int] = []
     lams: list[float] = []
     etas: list[float] = []
-
-    def measure(p, chunk: int) -> float:
-        out = _eigen(
-            loss,
-            p,
-            data,
-            jax.random.fold_in(k_probe, chunk),
-            None,
-            iters,
-            "largest",
-            1e-3,
-        )
-        lam = float(out.value)
-        lams.append(lam)
-        if np.isfinite(lam) and lam > 0 and bool(out.converged):
-            etas.append(float(safety) / lam)
-        elif etas:
-            etas.append(etas[-1])
-        else:
-            raise ValueError(
-                f"the sharpness of loss at params is {lam!r}, not positive and "
-                f"finite, or not converged after iters={iters} Lanczos steps: no "
-                "step size 1/L exists there. Start where the loss is locally "
-                "convex, raise iters, or pick a learning rate with lr_range_test."
-            )
-        return etas[-1]
+    measure = functools.partial(
+        _measure_step,
+        loss,
+        data=data,
+        key=k_probe,
+        iters=iters,
+        safety=safety,
+        lams=lams,
+        etas=etas,
+    )
 
     eta0 = measure(params, 0)
     starts.append(0)
@@ -685,6 +658,68 @@ def fit_auto_step(
         np.asarray(lams),
         np.asarray(etas),
     )
+
+
+def _auto_step_hyperparams(
+    driving: Driving, hyperparams: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A copy of ``hyperparams`` for :func:`fit_auto_step`, after checking that
+    neither it nor ``driving`` holds an option that the procedure sets itself."""
+    if driving.chunk_epochs is not None:
+        raise TypeError(
+            "fit_auto_step does not take chunk_epochs: use reestimate_every."
+        )
+    if driving.donate:
+        raise TypeError(
+            "fit_auto_step does not take donate: the chunks share their state with "
+            "the host."
+        )
+    hyper = dict(hyperparams or {})
+    if "learning_rate" in hyper:
+        raise ValueError(
+            "fit_auto_step sets hyperparams['learning_rate'] itself; leave it out."
+        )
+    return hyper
+
+
+def _measure_step(
+    loss: LossFn,
+    p: Params,
+    chunk: int,
+    *,
+    data: Batch,
+    key: Key,
+    iters: int,
+    safety: float,
+    lams: list[float],
+    etas: list[float],
+) -> float:
+    """Measure the sharpness at ``p`` for chunk ``chunk``, append it to ``lams``
+    and the step ``safety / sharpness`` (or the previous one) to ``etas``."""
+    out = _eigen(
+        loss,
+        p,
+        data,
+        jax.random.fold_in(key, chunk),
+        None,
+        iters,
+        "largest",
+        1e-3,
+    )
+    lam = float(out.value)
+    lams.append(lam)
+    if np.isfinite(lam) and lam > 0 and bool(out.converged):
+        etas.append(float(safety) / lam)
+    elif etas:
+        etas.append(etas[-1])
+    else:
+        raise ValueError(
+            f"the sharpness of loss at params is {lam!r}, not positive and "
+            f"finite, or not converged after iters={iters} Lanczos steps: no "
+            "step size 1/L exists there. Start where the loss is locally "
+            "convex, raise iters, or pick a learning rate with lr_range_test."
+        )
+    return etas[-1]
 
 
 # ----------------------------------------------------------------------------- monitors
@@ -1325,26 +1360,9 @@ def lr_range_test(
       <https://arxiv.org/abs/1506.01186>`_, 2017.
     """
     lrs = _check_lrs(np.logspace(-4, 1, 26) if lrs is None else lrs)
-    smooth = V.check_int(smooth, "smooth")
-    if smooth % 2 == 0:
-        raise ValueError(f"smooth must be an odd integer, got {smooth}.")
-    if epochs is None and steps is None:
-        raise ValueError("give a budget: epochs= or steps=.")
-    if epochs is not None and steps is not None:
-        raise ValueError(
-            f"give epochs or steps, not both (got epochs={epochs}, steps={steps})."
-        )
-    if isinstance(min_decrease, bool) or not (
-        isinstance(min_decrease, int | float) and 0 <= min_decrease < 1
-    ):
-        raise ValueError(f"min_decrease must be in [0, 1), got {min_decrease!r}.")
-    if stability_threshold == "auto":
-        threshold = 2.0 if transform is None or transform is transforms.sgd else None
-    elif stability_threshold is None:
-        threshold = None
-    else:
-        V.check_positive(stability_threshold, "stability_threshold")
-        threshold = float(stability_threshold)
+    smooth, threshold = _check_range_options(
+        smooth, epochs, steps, min_decrease, stability_threshold, transform
+    )
     sharpness_iters = V.check_int(sharpness_iters, "sharpness_iters")
     n = _check_inputs(loss, params, data, "data")
     regime = batching.full_batch() if regime is None else regime
@@ -1394,16 +1412,7 @@ def lr_range_test(
     decreased = finite & (losses <= initial - min_decrease * abs(initial))
     stable = decreased & ~unstable & (lrs < first_unstable)
     smoothed = _smooth(losses, stable, smooth)
-    idx = np.flatnonzero(stable)
-    if idx.size == 0:
-        steepest = max_stable = float("nan")
-    else:
-        max_stable = float(lrs[idx[-1]])
-        if idx.size == 1:
-            steepest = max_stable
-        else:
-            slope = np.gradient(smoothed[idx], np.log(lrs[idx]))
-            steepest = float(lrs[idx[int(np.argmin(slope))]])
+    steepest, max_stable = _range_suggestions(lrs, stable, smoothed)
     return LRRangeResult(
         lrs=lrs,
         losses=losses,
@@ -1417,3 +1426,52 @@ def lr_range_test(
         first_unstable=first_unstable,
         sharpness=lam,
     )
+
+
+def _check_range_options(
+    smooth: int,
+    epochs: int | None,
+    steps: int | None,
+    min_decrease: float,
+    stability_threshold: float | str | None,
+    transform: Any,
+) -> tuple[int, float | None]:
+    """:func:`lr_range_test`'s checked ``smooth`` and its stability threshold
+    (``None``: no curvature check), after checking the budget and
+    ``min_decrease``."""
+    smooth = V.check_int(smooth, "smooth")
+    if smooth % 2 == 0:
+        raise ValueError(f"smooth must be an odd integer, got {smooth}.")
+    if epochs is None and steps is None:
+        raise ValueError("give a budget: epochs= or steps=.")
+    if epochs is not None and steps is not None:
+        raise ValueError(
+            f"give epochs or steps, not both (got epochs={epochs}, steps={steps})."
+        )
+    if isinstance(min_decrease, bool) or not (
+        isinstance(min_decrease, int | float) and 0 <= min_decrease < 1
+    ):
+        raise ValueError(f"min_decrease must be in [0, 1), got {min_decrease!r}.")
+    if stability_threshold == "auto":
+        threshold = 2.0 if transform is None or transform is transforms.sgd else None
+    elif stability_threshold is None:
+        threshold = None
+    else:
+        V.check_positive(stability_threshold, "stability_threshold")
+        threshold = float(stability_threshold)
+    return smooth, threshold
+
+
+def _range_suggestions(
+    lrs: np.ndarray, stable: np.ndarray, smoothed: np.ndarray
+) -> tuple[float, float]:
+    """``(steepest, max_stable)``: the stable rate where the smoothed loss falls
+    fastest per log-rate, and the largest stable rate (NaN when none is)."""
+    idx = np.flatnonzero(stable)
+    if idx.size == 0:
+        return float("nan"), float("nan")
+    max_stable = float(lrs[idx[-1]])
+    if idx.size == 1:
+        return max_stable, max_stable
+    slope = np.gradient(smoothed[idx], np.log(lrs[idx]))
+    return float(lrs[idx[int(np.argmin(slope))]]), max_stable
