@@ -33,7 +33,8 @@ too: put every stateful transform inside it,
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -154,68 +155,90 @@ def reject_nonfinite(
     halt = bool(halt)
     inner = optax.with_extra_args_support(inner)
 
-    def init_fn(params: Params) -> RejectNonfiniteState:
-        i32 = jnp.int32
-        return RejectNonfiniteState(
-            inner_state=inner.init(params),
-            count=jnp.zeros((), i32),
-            bad_steps=jnp.zeros((), i32),
-            first_bad_step=jnp.zeros((), i32),
-            first_bad_leaf=jnp.full((), -1, i32),
-            first_bad_status=jnp.asarray(Status.RUNNING, i32),
-        )
-
-    def update_fn(updates, state, params=None, **extra_args):
-        grads = updates
-        new_updates, new_inner = inner.update(
-            grads, state.inner_state, params, **extra_args
-        )
-        value = extra_args.get("value")
-        value_ok = jnp.bool_(True) if value is None else jnp.all(_flags(value))
-        if params is None:
-            checked = new_updates
-        else:
-            checked = optax.apply_updates(params, new_updates)
-        # For finite theta, theta + u is finite only if u is: one test of the
-        # new parameters covers the update (and catches an overflow of the sum).
-        grad_flags, out_flags = _flags(grads), _flags(checked)
-        grad_ok, out_ok = jnp.all(grad_flags), jnp.all(out_flags)
-        ok = value_ok & grad_ok & out_ok
-        apply = ok
-        if halt:
-            apply = apply & (state.bad_steps == 0)
-        why = jnp.where(
-            ~value_ok,
-            Status.NONFINITE_LOSS,
-            jnp.where(~grad_ok, Status.NONFINITE_GRAD, Status.NONFINITE_PARAMS),
-        ).astype(jnp.int32)
-        # Selects, not a lax.cond: under vmap a cond becomes a select anyway,
-        # and argmin over one flag per leaf costs next to nothing.
-        leaf = jnp.where(
-            ~grad_ok,
-            jnp.argmin(grad_flags),
-            jnp.where(~out_ok, jnp.argmin(out_flags), -1),
-        )
-        leaf = jnp.where(value_ok, leaf, -1).astype(jnp.int32)
-        first = (state.first_bad_step == 0) & ~apply
-        count = state.count + jnp.int32(1)
-        kept = jax.tree.map(lambda u: jnp.full_like(u, -0.0), new_updates)
-        out_updates = jax.tree.map(
-            lambda a, b: jnp.where(apply, a, b), new_updates, kept
-        )
-        out_inner = jax.tree.map(
-            lambda a, b: jnp.where(apply, a, b), new_inner, state.inner_state
-        )
-        return out_updates, RejectNonfiniteState(
-            inner_state=out_inner,
-            count=count,
-            bad_steps=state.bad_steps + (~apply).astype(jnp.int32),
-            first_bad_step=jnp.where(first, count, state.first_bad_step),
-            first_bad_leaf=jnp.where(first, leaf, state.first_bad_leaf),
-            first_bad_status=jnp.where(first, why, state.first_bad_status),
-        )
-
+    init_fn = functools.partial(_reject_init, inner)
+    update_fn = functools.partial(_reject_update, inner, halt)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _reject_init(
+    inner: optax.GradientTransformationExtraArgs, params: Params
+) -> RejectNonfiniteState:
+    """:func:`reject_nonfinite`'s ``init_fn``, ``inner`` bound there."""
+    i32 = jnp.int32
+    return RejectNonfiniteState(
+        inner_state=inner.init(params),
+        count=jnp.zeros((), i32),
+        bad_steps=jnp.zeros((), i32),
+        first_bad_step=jnp.zeros((), i32),
+        first_bad_leaf=jnp.full((), -1, i32),
+        first_bad_status=jnp.asarray(Status.RUNNING, i32),
+    )
+
+
+def _reject_update(
+    inner: optax.GradientTransformationExtraArgs,
+    halt: bool,
+    updates: Any,
+    state: RejectNonfiniteState,
+    params: Params | None = None,
+    **extra_args: Any,
+) -> tuple[Any, RejectNonfiniteState]:
+    """:func:`reject_nonfinite`'s ``update_fn``, ``inner`` and ``halt`` bound there."""
+    grads = updates
+    new_updates, new_inner = inner.update(
+        grads, state.inner_state, params, **extra_args
+    )
+    ok, why, leaf = _verdict(extra_args.get("value"), grads, new_updates, params)
+    apply = ok
+    if halt:
+        apply = apply & (state.bad_steps == 0)
+    first = (state.first_bad_step == 0) & ~apply
+    count = state.count + jnp.int32(1)
+    kept = jax.tree.map(lambda u: jnp.full_like(u, -0.0), new_updates)
+    out_updates = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new_updates, kept)
+    out_inner = jax.tree.map(
+        lambda a, b: jnp.where(apply, a, b), new_inner, state.inner_state
+    )
+    return out_updates, RejectNonfiniteState(
+        inner_state=out_inner,
+        count=count,
+        bad_steps=state.bad_steps + (~apply).astype(jnp.int32),
+        first_bad_step=jnp.where(first, count, state.first_bad_step),
+        first_bad_leaf=jnp.where(first, leaf, state.first_bad_leaf),
+        first_bad_status=jnp.where(first, why, state.first_bad_status),
+    )
+
+
+def _verdict(
+    value: Any, grads: Any, updates: Any, params: Params | None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(ok, why, leaf)`` of one step: all finite, else the first failing
+    ``Status`` (loss, gradient, new parameters or, without ``params``, the
+    update) and the first bad leaf (-1: none, or the loss)."""
+    value_ok = jnp.bool_(True) if value is None else jnp.all(_flags(value))
+    if params is None:
+        checked = updates
+    else:
+        checked = optax.apply_updates(params, updates)
+    # For finite theta, theta + u is finite only if u is: one test of the
+    # new parameters covers the update (and catches an overflow of the sum).
+    grad_flags, out_flags = _flags(grads), _flags(checked)
+    grad_ok, out_ok = jnp.all(grad_flags), jnp.all(out_flags)
+    ok = value_ok & grad_ok & out_ok
+    why = jnp.where(
+        ~value_ok,
+        Status.NONFINITE_LOSS,
+        jnp.where(~grad_ok, Status.NONFINITE_GRAD, Status.NONFINITE_PARAMS),
+    ).astype(jnp.int32)
+    # Selects, not a lax.cond: under vmap a cond becomes a select anyway,
+    # and argmin over one flag per leaf costs next to nothing.
+    leaf = jnp.where(
+        ~grad_ok,
+        jnp.argmin(grad_flags),
+        jnp.where(~out_ok, jnp.argmin(out_flags), -1),
+    )
+    leaf = jnp.where(value_ok, leaf, -1).astype(jnp.int32)
+    return ok, why, leaf
 
 
 def bad_leaf_path(params: Params, state: RejectNonfiniteState) -> str | None:

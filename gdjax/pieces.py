@@ -40,6 +40,7 @@ scan and then trains two models in lockstep on the same batches.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -319,89 +320,122 @@ def make_step(
 
     declared = isinstance(loss, LossSpec)
     takes_key = declared and loss.takes_key
-
-    def init(params: Params, key: Key | None = None) -> StepState:
-        if takes_key and key is None:
-            raise GdjaxValueError(
-                "this loss is declared with a key: pass the run's key, "
-                "step.init(params, key), as fit takes key=."
-            )
-        i32 = jnp.int32
-        return StepState(
-            params=params,
-            opt_state=transform.init(params),
-            steps=jnp.zeros((), i32),
-            status=jnp.asarray(Status.RUNNING, i32),
-            bad_leaf=jnp.asarray(-1, i32),
-            loss_state=_initial_loss_state(loss, params),
-            key=key if takes_key else None,
-        )
-
-    def step(
-        state: StepState, batch: Batch, weights: jax.Array | None = None
-    ) -> tuple[StepState, StepInfo]:
-        masked = weights is not None
-        if masked and not getattr(loss, "accepts_weights", False):
-            raise GdjaxValueError(
-                "step got weights (a padded batch), but loss does not take "
-                "per-example weights: wrap it with gd.with_example_weights(loss), "
-                "build it with gd.make_loss, or use last_batch='drop'."
-            )
-        size = jax.tree.leaves(batch)[0].shape[0]
-        program = loop.Program(
-            loss=loss_static,
-            update=transform.update,
-            # The batch arrives gathered: train_step uses it whole.
-            regime=batching.full_batch(),
-            plan=batching.Plan(size, size, 1, masked),
-            epochs=1,
-            stride=1,
-            guard=bool(guard),
-            until=None,
-            metric=None,
-            monitors=(),
-            monitor_every=1,
-            has_val=False,
-        )
-        inputs = loop.Inputs(
-            data=batch,
-            val_data=None,
-            key=state.key,
-            criteria=criteria,
-            loss_leaves=loss_leaves,
-        )
-        zero = jnp.zeros((), _loss_dtype(loss, state, batch, weights))
-        carry = loop.StepCarry(
-            params=state.params,
-            opt_state=state.opt_state,
-            steps=state.steps,
-            status=state.status,
-            bad_leaf=state.bad_leaf,
-            loss_sum=zero,
-            grad_norm_sum=zero,
-            count=jnp.zeros((), jnp.int32),
-            loss_state=state.loss_state,
-        )
-        w = jnp.ones((size,), jnp.float32) if weights is None else weights
-        out, _ = loop.train_step(program, inputs, carry, (None, w))
-        new = StepState(
-            out.params,
-            out.opt_state,
-            out.steps,
-            out.status,
-            out.bad_leaf,
-            out.loss_state,
-            state.key,
-        )
-        info = StepInfo(
-            loss=out.loss_sum,
-            grad_norm=out.grad_norm_sum,
-            status=out.status,
-            applied=out.count > 0,
-        )
-        return new, info
-
+    init = functools.partial(_step_init, loss, transform, takes_key)
+    step = functools.partial(
+        _step_step, loss, transform, bool(guard), loss_static, loss_leaves, criteria
+    )
     return Step(init, step)
+
+
+def _step_init(
+    loss: LossFn,
+    transform: optax.GradientTransformation,
+    takes_key: bool,
+    params: Params,
+    key: Key | None = None,
+) -> StepState:
+    """:func:`make_step`'s ``init``, its first three arguments bound there."""
+    if takes_key and key is None:
+        raise GdjaxValueError(
+            "this loss is declared with a key: pass the run's key, "
+            "step.init(params, key), as fit takes key=."
+        )
+    i32 = jnp.int32
+    return StepState(
+        params=params,
+        opt_state=transform.init(params),
+        steps=jnp.zeros((), i32),
+        status=jnp.asarray(Status.RUNNING, i32),
+        bad_leaf=jnp.asarray(-1, i32),
+        loss_state=_initial_loss_state(loss, params),
+        key=key if takes_key else None,
+    )
+
+
+def _step_step(
+    loss: LossFn,
+    transform: optax.GradientTransformation,
+    guard: bool,
+    loss_static: Any,
+    loss_leaves: Any,
+    criteria: Any,
+    state: StepState,
+    batch: Batch,
+    weights: jax.Array | None = None,
+) -> tuple[StepState, StepInfo]:
+    """:func:`make_step`'s ``step``, its first six arguments bound there:
+    one :func:`gdjax.loop.train_step` on the whole ``batch``."""
+    masked = weights is not None
+    if masked and not getattr(loss, "accepts_weights", False):
+        raise GdjaxValueError(
+            "step got weights (a padded batch), but loss does not take "
+            "per-example weights: wrap it with gd.with_example_weights(loss), "
+            "build it with gd.make_loss, or use last_batch='drop'."
+        )
+    size = jax.tree.leaves(batch)[0].shape[0]
+    program = _one_batch_program(loss_static, transform, guard, size, masked)
+    inputs = loop.Inputs(
+        data=batch,
+        val_data=None,
+        key=state.key,
+        criteria=criteria,
+        loss_leaves=loss_leaves,
+    )
+    zero = jnp.zeros((), _loss_dtype(loss, state, batch, weights))
+    carry = loop.StepCarry(
+        params=state.params,
+        opt_state=state.opt_state,
+        steps=state.steps,
+        status=state.status,
+        bad_leaf=state.bad_leaf,
+        loss_sum=zero,
+        grad_norm_sum=zero,
+        count=jnp.zeros((), jnp.int32),
+        loss_state=state.loss_state,
+    )
+    w = jnp.ones((size,), jnp.float32) if weights is None else weights
+    out, _ = loop.train_step(program, inputs, carry, (None, w))
+    new = StepState(
+        out.params,
+        out.opt_state,
+        out.steps,
+        out.status,
+        out.bad_leaf,
+        out.loss_state,
+        state.key,
+    )
+    info = StepInfo(
+        loss=out.loss_sum,
+        grad_norm=out.grad_norm_sum,
+        status=out.status,
+        applied=out.count > 0,
+    )
+    return new, info
+
+
+def _one_batch_program(
+    loss_static: Any,
+    transform: optax.GradientTransformation,
+    guard: bool,
+    size: int,
+    masked: bool,
+) -> loop.Program:
+    """The static program of one step on a gathered batch of ``size``."""
+    return loop.Program(
+        loss=loss_static,
+        update=transform.update,
+        # The batch arrives gathered: train_step uses it whole.
+        regime=batching.full_batch(),
+        plan=batching.Plan(size, size, 1, masked),
+        epochs=1,
+        stride=1,
+        guard=guard,
+        until=None,
+        metric=None,
+        monitors=(),
+        monitor_every=1,
+        has_val=False,
+    )
 
 
 def _loss_dtype(loss: Any, state: StepState, batch: Batch, weights: Any) -> Any:
