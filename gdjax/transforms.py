@@ -485,35 +485,15 @@ def sgd(
       `optax#577 <https://github.com/google-deepmind/optax/issues/577>`_:
       hyperparameters as arrays avoid recompilation.
     """
-    nesterov = _check_flag(nesterov, "nesterov")
-    decoupled = _check_flag(decoupled_weight_decay, "decoupled_weight_decay")
-    scheduled = callable(learning_rate)
-    if scheduled:
-        _check_schedule(learning_rate, "learning_rate")
-    else:
-        _check_scalar(learning_rate, "learning_rate", **_RANGES["learning_rate"])
-    if momentum is not None:
-        _check_scalar(momentum, "momentum", **_RANGES["momentum"])
-    if weight_decay is not None:
-        _check_scalar(weight_decay, "weight_decay", **_RANGES["weight_decay"])
-    if nesterov and (
-        momentum is None
-        or (not V.is_tracer(momentum) and float(np.asarray(momentum)) == 0.0)
-    ):
-        raise ValueError(
-            f"nesterov=True needs momentum in (0, 1), got momentum={momentum}; pass "
-            "e.g. momentum=0.9, or drop nesterov."
-        )
-    if decoupled and weight_decay is None:
-        raise ValueError("decoupled_weight_decay=True needs a weight_decay, got None.")
-    accumulator = _check_accumulator_dtype(accumulator_dtype)
-    structure = _Structure(
-        nesterov,
-        decoupled,
-        momentum is not None,
-        weight_decay is not None,
-        accumulator if momentum is not None else None,
+    structure = _sgd_structure(
+        learning_rate,
+        momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        accumulator_dtype=accumulator_dtype,
     )
+    scheduled = callable(learning_rate)
     numeric = {"learning_rate": learning_rate} if not scheduled else {}
     numeric.update(
         (k, v)
@@ -534,41 +514,92 @@ def sgd(
         # go into the state before the shared update reads it.
         update_fn = _with_numbers(update_fn, traced)
 
-    def init_fn(params: Params) -> optax.InjectStatefulHyperparamsState:
-        mesh = _mesh_of(params)
-        dtype = _hyperparam_dtype(params, structure.accumulator_dtype)
-        # Strong arrays of the storage dtype, exactly what update hands back.
-        hyperparams = {k: _as_array(v, dtype, mesh) for k, v in numeric.items()}
-        schedule_states = {}
-        if scheduled:
-            count = _as_array(0, jnp.int32, mesh)
-            schedule_states["learning_rate"] = (
-                optax.schedules.WrappedSchedule(learning_rate)
-                .init()
-                ._replace(count=count)
-            )
-            hyperparams["learning_rate"] = _schedule_value(
-                learning_rate(count), dtype, mesh
-            )
-        inner = []
-        if structure.weight_decay and not structure.decoupled:
-            inner.append(optax.EmptyState())
-        if structure.momentum:
-            trace = jax.tree.map(
-                lambda p: _zeros(p, structure.accumulator_dtype), params
-            )
-            inner.append(optax.TraceState(trace=trace))
-        if structure.weight_decay and structure.decoupled:
-            inner.append(optax.EmptyState())
-        inner.append(optax.EmptyState())
-        return optax.InjectStatefulHyperparamsState(
-            count=_as_array(0, jnp.int32, mesh),
-            hyperparams=hyperparams,
-            hyperparams_states=schedule_states,
-            inner_state=tuple(inner),
-        )
-
+    init_fn = functools.partial(
+        _sgd_init, structure, numeric, learning_rate if scheduled else None
+    )
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _sgd_structure(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: ArrayLike | None,
+    *,
+    nesterov: bool,
+    weight_decay: ArrayLike | None,
+    decoupled_weight_decay: bool,
+    accumulator_dtype: Any | None,
+) -> _Structure:
+    """:func:`sgd`'s arguments checked, and the static structure they give."""
+    nesterov = _check_flag(nesterov, "nesterov")
+    decoupled = _check_flag(decoupled_weight_decay, "decoupled_weight_decay")
+    if callable(learning_rate):
+        _check_schedule(learning_rate, "learning_rate")
+    else:
+        _check_scalar(learning_rate, "learning_rate", **_RANGES["learning_rate"])
+    if momentum is not None:
+        _check_scalar(momentum, "momentum", **_RANGES["momentum"])
+    if weight_decay is not None:
+        _check_scalar(weight_decay, "weight_decay", **_RANGES["weight_decay"])
+    if nesterov and (
+        momentum is None
+        or (not V.is_tracer(momentum) and float(np.asarray(momentum)) == 0.0)
+    ):
+        raise ValueError(
+            f"nesterov=True needs momentum in (0, 1), got momentum={momentum}; pass "
+            "e.g. momentum=0.9, or drop nesterov."
+        )
+    if decoupled and weight_decay is None:
+        raise ValueError("decoupled_weight_decay=True needs a weight_decay, got None.")
+    accumulator = _check_accumulator_dtype(accumulator_dtype)
+    return _Structure(
+        nesterov,
+        decoupled,
+        momentum is not None,
+        weight_decay is not None,
+        accumulator if momentum is not None else None,
+    )
+
+
+def _sgd_init(
+    structure: _Structure,
+    numeric: dict[str, Any],
+    schedule: Callable | None,
+    params: Params,
+) -> optax.InjectStatefulHyperparamsState:
+    """:func:`sgd`'s ``init_fn``: the numbers in ``numeric`` and, when the
+    learning rate is a ``schedule``, its state and first value, as arrays of
+    the storage dtype (exactly what ``update`` hands back)."""
+    mesh = _mesh_of(params)
+    dtype = _hyperparam_dtype(params, structure.accumulator_dtype)
+    hyperparams = {k: _as_array(v, dtype, mesh) for k, v in numeric.items()}
+    schedule_states = {}
+    if schedule is not None:
+        count = _as_array(0, jnp.int32, mesh)
+        schedule_states["learning_rate"] = (
+            optax.schedules.WrappedSchedule(schedule).init()._replace(count=count)
+        )
+        hyperparams["learning_rate"] = _schedule_value(schedule(count), dtype, mesh)
+    inner = _sgd_inner_state(structure, params)
+    return optax.InjectStatefulHyperparamsState(
+        count=_as_array(0, jnp.int32, mesh),
+        hyperparams=hyperparams,
+        hyperparams_states=schedule_states,
+        inner_state=inner,
+    )
+
+
+def _sgd_inner_state(structure: _Structure, params: Params) -> tuple:
+    """The states of :func:`sgd`'s chain, in its order: decay, trace, decay, scale."""
+    inner = []
+    if structure.weight_decay and not structure.decoupled:
+        inner.append(optax.EmptyState())
+    if structure.momentum:
+        trace = jax.tree.map(lambda p: _zeros(p, structure.accumulator_dtype), params)
+        inner.append(optax.TraceState(trace=trace))
+    if structure.weight_decay and structure.decoupled:
+        inner.append(optax.EmptyState())
+    inner.append(optax.EmptyState())
+    return tuple(inner)
 
 
 # -------------------------------------------------------------------------- hyperparams
