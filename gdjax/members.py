@@ -352,28 +352,9 @@ def plan_members(
         driving=driving,
         abstract=True,
     )
-    for name in axes.names:
-        dtype = (
-            getattr(run.inputs.criteria, name).dtype
-            if name in CRITERIA
-            else runs.use_dtypes(abstract, injected[name].dtype)
-        )
-        grid = axes.coords[0][0] != "setting"
-        # On a grid, an axis's own values (the flat layout repeats them).
-        values = np.asarray(dict(axes.coords)[name]) if grid else axes.flat[name]
-        _check_values(name, values, dtype, grid=grid)
+    _check_axes_values(axes, run.inputs.criteria, abstract, injected)
     m = len(seeds) * axes.count
-    if devices is None:
-        mesh, m_pad = None, m
-    else:
-        d = min(len(devices), m)
-        mesh = jax.make_mesh(
-            (d,),
-            (MEMBER_AXIS,),
-            axis_types=(jax.sharding.AxisType.Auto,),
-            devices=devices[:d],
-        )
-        m_pad = -(-m // d) * d
+    mesh, m_pad = _member_mesh(devices, m)
     # Member m = (seed m // H, setting m % H); padding repeats member 0.
     pick = np.concatenate([np.arange(m), np.zeros(m_pad - m, np.int64)])
     setting = pick % axes.count
@@ -403,6 +384,38 @@ def plan_members(
         recording=recording,
         loss=loss,
     )
+
+
+def _check_axes_values(
+    axes: Axes, criteria: Any, abstract: Any, injected: dict[str, Any]
+) -> None:
+    """Check each swept axis's values against the dtype they will be stored in:
+    the criterion's, or the hyperparameter's as the params' dtypes use it."""
+    for name in axes.names:
+        dtype = (
+            getattr(criteria, name).dtype
+            if name in CRITERIA
+            else runs.use_dtypes(abstract, injected[name].dtype)
+        )
+        grid = axes.coords[0][0] != "setting"
+        # On a grid, an axis's own values (the flat layout repeats them).
+        values = np.asarray(dict(axes.coords)[name]) if grid else axes.flat[name]
+        _check_values(name, values, dtype, grid=grid)
+
+
+def _member_mesh(devices: list | None, m: int) -> tuple[Any, int]:
+    """``(mesh, m_pad)``: a one-axis mesh over at most ``m`` of ``devices``
+    (None without devices) and ``m`` rounded up to a multiple of its size."""
+    if devices is None:
+        return None, m
+    d = min(len(devices), m)
+    mesh = jax.make_mesh(
+        (d,),
+        (MEMBER_AXIS,),
+        axis_types=(jax.sharding.AxisType.Auto,),
+        devices=devices[:d],
+    )
+    return mesh, -(-m // d) * d
 
 
 def _fields(value: Any) -> dict[str, Any]:
