@@ -84,6 +84,21 @@ def _per_example_sum(values: jax.Array) -> jax.Array:
     return jnp.sum(values, axis=tuple(range(1, values.ndim)))
 
 
+def _paired(
+    loss_name: str, fn: Callable, predictions: ArrayLike, targets: ArrayLike
+) -> jax.Array:
+    """``fn(p, t)`` summed per example: shapes aligned (:func:`_align`),
+    floating predictions checked, targets cast to the predictions' dtype."""
+    p, t = _align(predictions, targets, loss_name)
+    _check_floating(p, loss_name)
+    return _per_example_sum(fn(p, t.astype(p.dtype)))
+
+
+def _hinge_of_labels(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """``optax.losses.hinge_loss`` with labels in {0, 1} turned into signs."""
+    return optax.losses.hinge_loss(scores, 2 * labels - 1)
+
+
 def _check_floating(predictions: jax.Array, loss_name: str) -> None:
     if not jnp.issubdtype(predictions.dtype, jnp.floating):
         raise TypeError(
@@ -126,9 +141,7 @@ def squared_error(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
       >>> squared_error(jnp.array([[1.0], [3.0]]), jnp.array([0.0, 1.0]))
       Array([0.5, 2. ], dtype=float32)
     """
-    p, t = _align(predictions, targets, "squared_error")
-    _check_floating(p, "squared_error")
-    return _per_example_sum(optax.losses.l2_loss(p, t.astype(p.dtype)))
+    return _paired("squared_error", optax.losses.l2_loss, predictions, targets)
 
 
 def huber(
@@ -161,9 +174,8 @@ def huber(
     """
     if not _validate.is_tracer(delta):
         _validate.check_positive(delta, "delta")
-    p, t = _align(predictions, targets, "huber")
-    _check_floating(p, "huber")
-    return _per_example_sum(optax.losses.huber_loss(p, t.astype(p.dtype), delta=delta))
+    huber_loss = functools.partial(optax.losses.huber_loss, delta=delta)
+    return _paired("huber", huber_loss, predictions, targets)
 
 
 def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
@@ -240,10 +252,8 @@ def logistic(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
       >>> logistic(jnp.array([[0.0], [0.0]]), jnp.array([0, 1]))
       Array([0.6931472, 0.6931472], dtype=float32)
     """
-    z, y = _align(logits, labels, "logistic")
-    _check_floating(z, "logistic")
-    return _per_example_sum(
-        optax.losses.sigmoid_binary_cross_entropy(z, y.astype(z.dtype))
+    return _paired(
+        "logistic", optax.losses.sigmoid_binary_cross_entropy, logits, labels
     )
 
 
@@ -268,10 +278,7 @@ def hinge(scores: ArrayLike, labels: ArrayLike) -> jax.Array:
       >>> hinge(jnp.array([0.5, 2.0, 0.5]), jnp.array([1, 1, 0]))
       Array([0.5, 0. , 1.5], dtype=float32)
     """
-    s, y = _align(scores, labels, "hinge")
-    _check_floating(s, "hinge")
-    signs = 2 * y.astype(s.dtype) - 1
-    return _per_example_sum(optax.losses.hinge_loss(s, signs))
+    return _paired("hinge", _hinge_of_labels, scores, labels)
 
 
 setattr(softmax_cross_entropy, _LABELS_ATTR, _CLASS)
