@@ -528,23 +528,15 @@ def trace_loss(
     return LossTrace(aux, np.dtype(value.dtype), reads_batch)
 
 
-def check_loss(
-    loss: Callable,
-    params: PyTree,
-    batch: PyTree,
-    *,
-    has_aux: bool = False,
-    name: str = "loss",
-    aux_hint: str = "pass has_aux=True",
-) -> Any:
+def check_loss(loss: Callable, params: PyTree, batch: PyTree, **options: Any) -> Any:
     """The loss traces to a float scalar that depends on ``params``.
 
     Uses ``jax.make_jaxpr`` (which compiles nothing) and rewords JAX's errors.
-    Returns the abstract aux output (``None`` without ``has_aux``).
+    ``options`` (``has_aux``, ``name``, ``aux_hint``) are those of
+    :func:`trace_loss`. Returns the abstract aux output (``None`` without
+    ``has_aux``).
     """
-    return trace_loss(
-        loss, params, batch, has_aux=has_aux, name=name, aux_hint=aux_hint
-    ).aux
+    return trace_loss(loss, params, batch, **options).aux
 
 
 def warn_ignored_batch(trace: LossTrace, name: str = "loss") -> None:
