@@ -58,7 +58,6 @@ derived and the state is an empty tuple.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -412,29 +411,32 @@ def check_loss(
 ) -> V.LossTrace:
     """Trace a declared loss on abstract values and check its form (no compile).
 
-    Remembered per functions, form and signatures (:func:`gdjax._validate.memo`):
-    tracing costs milliseconds, as much as a short compiled run.
+    The training call is checked by :func:`_check_training`; with ``val_data``
+    (the one use of the evaluation loss) the evaluation call must trace to a
+    scalar on it. Remembered per functions, form and signatures
+    (:func:`gdjax._validate.memo`): tracing costs milliseconds, as much as a
+    short compiled run.
     """
     key = ("declared-loss", spec.fn, spec.eval_fn, spec.takes_key, spec.has_state)
     key += V.signature(params, batch, state, val_data)
-    return V.memo(
-        key, functools.partial(_check_loss, spec, params, batch, state, val_data)
-    )
+
+    def compute() -> V.LossTrace:
+        trace, abstract_state = _check_training(spec, params, batch, state)
+        if val_data is not None:
+            _check_evaluation(spec, params, abstract_state, "val_data", val_data)
+        return trace
+
+    return V.memo(key, compute)
 
 
-def _check_loss(
-    spec: LossSpec,
-    params: Params,
-    batch: Batch,
-    state: PyTree,
-    val_data: Batch | None = None,
-) -> V.LossTrace:
-    """:func:`check_loss`, not remembered.
+def _check_training(
+    spec: LossSpec, params: Params, batch: Batch, state: PyTree
+) -> tuple[V.LossTrace, PyTree]:
+    """The training call, not remembered; its trace and the abstract ``state``.
 
-    The training call must bind, trace, give a float scalar (a stateful loss:
-    ``(value, new_state)`` with ``new_state`` shaped as ``state``), depend on
-    ``params`` and have a gradient; with ``val_data`` (the one use of the
-    evaluation loss) the evaluation call must trace to a scalar on it.
+    It must bind, trace, give a float scalar (a stateful loss: ``(value,
+    new_state)`` with ``new_state`` shaped as ``state``), depend on ``params``
+    and have a gradient.
     """
     n = (3 if spec.has_state else 2) + spec.takes_key
     _bind(spec, spec.fn, n, "loss")
@@ -469,29 +471,33 @@ def _check_loss(
         b, s, k = extra
         return spec.train_value(p, s, b, k)[0]
 
-    trace = V.trace_loss(value_of, params, (batch, state, key), name="loss")
-    evals = [] if val_data is None else [("val_data", val_data)]
-    for where, data in evals:
-        try:
-            value = jax.eval_shape(spec.eval_value, params, state, data)
-        except Exception as e:  # noqa: BLE001 - reworded, JAX's error chained
-            how = (
-                "eval_loss(params, [state,] batch)"
-                if spec.eval_fn is not None
-                else "the loss with key=None"
-                if spec.takes_key
-                else "the loss"
-            )
-            raise GdjaxTypeError(
-                f"evaluating the loss ({how}) on {where} {V.shapes(data)} fails: "
-                f"{_first_line(e)}. A keyed loss is evaluated with key=None "
-                "(inference mode: no dropout); handle it, or pass eval_loss."
-            ) from e
-        if getattr(value, "shape", None) != ():
-            raise GdjaxTypeError(
-                f"the evaluation loss must return a scalar, got {V.shapes(value)}."
-            )
-    return trace
+    return V.trace_loss(value_of, params, (batch, state, key), name="loss"), state
+
+
+def _check_evaluation(
+    spec: LossSpec, params: Params, state: PyTree, where: str, data: Batch
+) -> None:
+    """The evaluation call (the one use of the evaluation loss) traces to a
+    scalar on ``data``."""
+    try:
+        value = jax.eval_shape(spec.eval_value, params, state, data)
+    except Exception as e:  # noqa: BLE001 - reworded, JAX's error chained
+        how = (
+            "eval_loss(params, [state,] batch)"
+            if spec.eval_fn is not None
+            else "the loss with key=None"
+            if spec.takes_key
+            else "the loss"
+        )
+        raise GdjaxTypeError(
+            f"evaluating the loss ({how}) on {where} {V.shapes(data)} fails: "
+            f"{_first_line(e)}. A keyed loss is evaluated with key=None "
+            "(inference mode: no dropout); handle it, or pass eval_loss."
+        ) from e
+    if getattr(value, "shape", None) != ():
+        raise GdjaxTypeError(
+            f"the evaluation loss must return a scalar, got {V.shapes(value)}."
+        )
 
 
 __all__ = [
