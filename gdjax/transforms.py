@@ -1017,9 +1017,7 @@ def power_decay(
       offset: :math:`t_0 > 0`, shifting the count so that step 0 is finite.
 
     Returns:
-      ``schedule(count) -> value``: in the count's dtype when that is a float,
-      else weakly typed (float32 unless x64), so that optax casts it to the
-      params' dtype.
+      ``schedule(count) -> value``, its dtype as for :func:`inverse_time_decay`.
 
     Examples:
       >>> from gdjax.transforms import power_decay
