@@ -357,6 +357,18 @@ def _compile_clock() -> list[float]:
 # ------------------------------------------------------------------------- demo
 
 
+class _Timing(NamedTuple):
+    """How long a regime's sweep ran.
+
+    ``marks`` maps each epoch count reached to the seconds of running so far,
+    compilation excluded; ``wall`` and ``compile`` are totals in seconds.
+    """
+
+    marks: dict[int, float]
+    wall: float
+    compile: float
+
+
 class _Race(NamedTuple):
     """One regime's outcome at its chosen learning rate, on the host."""
 
@@ -477,20 +489,10 @@ def _race(
     progress.start(
         f"[{index}/{total}] {name} (B={plan.batch_size}, {shown})", args.epochs
     )
-    sw, marks, wall, compile_s = _timed_sweep(
+    sw, timing = _timed_sweep(
         regime, rates, problem=problem, args=args, progress=progress
     )
-    return _race_result(
-        name,
-        regime,
-        plan,
-        rates,
-        sw,
-        seeds=args.seeds,
-        marks=marks,
-        wall=wall,
-        compile_s=compile_s,
-    )
+    return _race_result(name, regime, plan, rates, sw, args.seeds, timing)
 
 
 def _timed_sweep(
@@ -500,12 +502,8 @@ def _timed_sweep(
     problem: dict,
     args: argparse.Namespace,
     progress: _Progress,
-) -> tuple[Any, dict[int, float], float, float]:
-    """The regime's sweep over seeds x ``rates``, timed.
-
-    Returns the sweep, the running seconds (compilation excluded) at each
-    epoch count reached, the wall time and the compile time.
-    """
+) -> tuple[Any, _Timing]:
+    """The regime's sweep over seeds x ``rates``, and how long it ran."""
     import gdjax as gd
 
     clock = _compile_clock()
@@ -541,7 +539,7 @@ def _timed_sweep(
     done = int(np.max(np.asarray(sw.result.epoch)))
     marks[done] = wall - compile_s
     progress.finish(wall, done)
-    return sw, marks, wall, compile_s
+    return sw, _Timing(marks, wall, compile_s)
 
 
 def _race_result(
@@ -550,11 +548,8 @@ def _race_result(
     plan: Any,
     rates: Sequence[float],
     sw: Any,
-    *,
     seeds: int,
-    marks: dict[int, float],
-    wall: float,
-    compile_s: float,
+    timing: _Timing,
 ) -> _Race:
     """The ``_Race`` of a finished sweep: the best rate's members per seed."""
     import gdjax as gd
@@ -571,7 +566,7 @@ def _race_result(
         return np.stack([np.asarray(get(m), float) for m in members])
 
     epochs = gd.plot.history_epochs(sw)
-    done_at, seconds_at = zip(*sorted(marks.items()), strict=True)
+    done_at, seconds_at = zip(*sorted(timing.marks.items()), strict=True)
     status = [int(m.status) for m in members]
     return _Race(
         name=name,
@@ -596,8 +591,8 @@ def _race_result(
         seconds=np.interp(np.r_[0, epochs], done_at, seconds_at),
         members=int(np.size(sw.result.epoch)),
         total_steps=int(np.sum(sw.result.steps)),
-        wall_s=wall,
-        compile_s=compile_s,
+        wall_s=timing.wall,
+        compile_s=timing.compile,
     )
 
 
