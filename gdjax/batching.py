@@ -153,13 +153,19 @@ def minibatch(
 
 
 class Plan(NamedTuple):
-    """How a regime lays out an epoch of n examples (host-side, static)."""
+    """How a regime lays out an epoch of n examples (host-side, static).
+
+    Attributes:
+      n: the number of examples.
+      batch_size: examples per step.
+      steps: steps per epoch.
+      masked: True when some step carries weight-0 padding.
+    """
 
     n: int
     batch_size: int
     steps: int
     masked: bool
-    """True when some step carries weight-0 padding."""
 
 
 def plan(regime: Regime, n: int) -> Plan:

@@ -814,9 +814,10 @@ def fit_resumable(
     states).
 
     Args:
-      loss, params, data, transform, key, epochs, regime, val_data,
-        hyperparams, stopping, recording, driving, **options: as for
-        :func:`gdjax.fit` (``resume`` and ``chunk_epochs`` are set here; a
+      loss: as for :func:`gdjax.fit`; so are ``params``, ``data``,
+        ``transform``, ``key``, ``epochs``, ``regime``, ``val_data``,
+        ``hyperparams``, ``stopping``, ``recording``, ``driving`` and the flat
+        run options (``resume`` and ``chunk_epochs`` are set here; a
         ``callback`` is called after each save).
       directory: the checkpoint folder.
       every: epochs per chunk, and between checkpoints.

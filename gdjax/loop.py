@@ -131,8 +131,22 @@ MEMBER_AXES = Inputs(data=None, val_data=None, key=0, criteria=0, loss_leaves=No
 class Program(NamedTuple):
     """Everything that shapes the compiled program (hashable, static).
 
-    ``loss`` is the static half of the loss (:func:`split_callable`); the fast
-    path and unrolling are chosen by :mod:`gdjax.runs` from the step's size.
+    Attributes:
+      loss: the static half of the loss (:func:`split_callable`).
+      update: the transform's ``update`` function.
+      regime: the batching regime.
+      plan: the regime resolved against the data (steps, batch size, padding).
+      epochs: the epoch budget.
+      stride: epochs per history row.
+      guard: check every step for NaN/inf.
+      until: the user's predicate, or None.
+      metric: the recorded metric, or None.
+      monitors: ``((name, fn), ...)``, sorted.
+      monitor_every: epochs between monitor evaluations.
+      has_val: whether ``val_data`` is evaluated.
+      fast: tiny steps: the epoch-level check (:func:`fast_epoch`), chosen by
+        :mod:`gdjax.runs` from the step's size.
+      unroll: steps per iteration of the scan.
     """
 
     loss: tuple
@@ -152,7 +166,19 @@ class Program(NamedTuple):
 
 
 class StepCarry(NamedTuple):
-    """What the scan over one epoch's steps carries."""
+    """What the scan over one epoch's steps carries.
+
+    Attributes:
+      params: the parameters.
+      opt_state: the transform's state.
+      steps: gradient steps applied so far in the run (int32).
+      status: the run's :class:`~gdjax.stopping.Status` code (int32).
+      bad_leaf: the first non-finite leaf at a NaN/inf stop (-1 if none).
+      loss_sum: the sum of the epoch's applied steps' losses.
+      grad_norm_sum: the sum of their gradient norms.
+      count: the epoch's applied steps (int32).
+      loss_state: a stateful loss's state (``()`` for a plain loss).
+    """
 
     params: Params
     opt_state: PyTree
@@ -256,8 +282,8 @@ def step_verdict(
     """``(ok, why, leaf)``: is a step finite, which status if not, which leaf.
 
     The gradient norm (computed anyway for the history) is finite if every
-    gradient entry is, unless the norm itself overflows (|g| > 1.8e19 in
-    float32): only then are the gradient's leaves checked one by one. Which
+    gradient entry is, unless the norm itself overflows
+    (:math:`\\|g\\| > 1.8 \\cdot 10^{19}` in float32): only then are the gradient's leaves checked one by one. Which
     leaf went bad is worked out on a failing step only.
     """
     loss_ok = jnp.isfinite(value)

@@ -48,7 +48,14 @@ UNROLL_STEP = 4_096
 
 
 class Run(NamedTuple):
-    """A validated run, ready to compile: what :func:`prepare` returns."""
+    """A validated run, ready to compile: what :func:`prepare` returns.
+
+    Attributes:
+      program: the static :class:`~gdjax.loop.Program`.
+      state: the initial :class:`~gdjax.loop.RunState` (None when abstract).
+      inputs: the :class:`~gdjax.loop.Inputs` the run reads.
+      dtype: the loss's dtype (the history's and the thresholds').
+    """
 
     program: Program
     state: RunState | None
@@ -380,7 +387,7 @@ def prepare(
 
     Nothing here compiles an XLA program; shapes come from ``jax.make_jaxpr``
     and ``jax.eval_shape``. With ``abstract=True`` (a sweep's planner)
-    ``params`` may be ``ShapeDtypeStruct``s and no state is built.
+    ``params`` may hold ``jax.ShapeDtypeStruct`` leaves and no state is built.
     """
     regime = batching.full_batch() if regime is None else regime
     data = V.as_arrays(data, "data")

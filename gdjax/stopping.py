@@ -74,6 +74,7 @@ MESSAGES = {
     Status.NONFINITE_GRAD: "a gradient became NaN or inf",
     Status.NONFINITE_PARAMS: "an update made the parameters NaN or inf",
 }
+"""The sentence each :class:`Status` reads as (``Status.message``)."""
 
 
 class Criteria(NamedTuple):
@@ -81,6 +82,13 @@ class Criteria(NamedTuple):
 
     Disabled criteria hold values that never fire: ``target_loss=-inf``,
     ``grad_tol=-1``, ``max_steps`` = int32 max, ``patience`` = int32 max.
+
+    Attributes:
+      max_steps: stop after this many gradient steps (int32).
+      target_loss: stop when an epoch's mean loss is at most this.
+      grad_tol: stop when an epoch's mean gradient norm is at most this.
+      tol: the relative improvement the plateau rule asks for.
+      patience: epochs without that improvement before the plateau stop.
     """
 
     max_steps: jax.Array

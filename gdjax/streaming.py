@@ -354,8 +354,9 @@ def fit_stream(
       val_data, hyperparams: as for :func:`gdjax.fit`.
       last_batch: ``"pad"`` (a short last batch is padded and masked; needs
         a loss that takes per-example weights) or ``"drop"``.
-      stopping, recording, driving, **options: the options of
-        :func:`gdjax.fit` (``chunk_epochs`` and ``donate`` excepted).
+      stopping, recording, driving: the options of :func:`gdjax.fit`
+        (``chunk_epochs`` and ``donate`` excepted), also as flat keywords
+        (``**options``).
 
     Returns:
       A :class:`~gdjax.FitResult` with one history row per stream epoch;
@@ -437,7 +438,8 @@ def sweep_stream(
       loss, init, transform, seeds, hyperparams, grid, val_data, devices: as
         for :func:`gdjax.sweep`.
       batches, steps_per_epoch, last_batch: as for :func:`fit_stream`.
-      stopping, recording, driving, **options: as for :func:`gdjax.sweep`.
+      stopping, recording, driving: as for :func:`gdjax.sweep`, also as flat
+        keywords (``**options``).
 
     Returns:
       A :class:`~gdjax.SweepResult` (one history row per stream epoch).

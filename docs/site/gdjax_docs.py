@@ -68,6 +68,10 @@ API_PAGES: list[tuple[str, str, tuple[str, ...]]] = [
 # README's sections; other engineers own them.
 EXTRA_PAGES = [
     "docs/architecture.md",
+    "docs/stateful.md",
+    "docs/own_loop.md",
+    "docs/checkpoints.md",
+    "docs/multiprocess.md",
     "docs/reproducing.md",
     "docs/optax_conformance.md",
     "docs/bad_inputs.md",
@@ -491,6 +495,8 @@ def generate(srcdir: Path) -> None:
         if (REPO / rel).is_file():
             name = Path(rel).stem if rel.startswith("docs/") else Path(rel).parent.name
             docname = f"guide/{_slugify(name)}"
+            if any(doc == docname for doc, _, _ in guide):  # a README section too
+                docname += "-details"
             pages.doc_of[rel] = docname
             text = _top_heading_h1((REPO / rel).read_text(), Path(rel).stem)
             guide.append((docname, rel, text))
