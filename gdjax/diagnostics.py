@@ -571,9 +571,9 @@ def fit_auto_step(
       safety: factor in :math:`(0, 2)`.
       iters: Lanczos steps per measurement.
       regime, val_data, hyperparams: as for ``gd.fit``.
-      stopping, recording, driving, **options: the run options of ``gd.fit``
-        (``monitors``, ``grad_tol``, ``callback``, ``progress``, ...); not
-        ``chunk_epochs`` (use ``reestimate_every``) or ``donate``.
+      stopping, recording, driving: the run options of ``gd.fit``, also as
+        flat keywords (``monitors``, ``grad_tol``, ``callback``, ``progress``,
+        ...); not ``chunk_epochs`` (use ``reestimate_every``) or ``donate``.
 
     Returns:
       :class:`AutoStepResult` ``(result, chunk_start, sharpness,

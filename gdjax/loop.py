@@ -283,8 +283,9 @@ def step_verdict(
 
     The gradient norm (computed anyway for the history) is finite if every
     gradient entry is, unless the norm itself overflows
-    (:math:`\\|g\\| > 1.8 \\cdot 10^{19}` in float32): only then are the gradient's leaves checked one by one. Which
-    leaf went bad is worked out on a failing step only.
+    (:math:`\\|g\\| > 1.8 \\cdot 10^{19}` in float32): only then are the
+    gradient's leaves checked one by one. Which leaf went bad is worked out on
+    a failing step only.
     """
     loss_ok = jnp.isfinite(value)
     grad_ok = jax.lax.cond(

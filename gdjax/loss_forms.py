@@ -408,14 +408,13 @@ def check_loss(
     batch: Batch,
     state: PyTree,
     val_data: Batch | None = None,
-) -> V.LossTrace:
+) -> Any:
     """Trace a declared loss on abstract values and check its form (no compile).
 
-    The training call is checked by :func:`_check_training`; with ``val_data``
-    (the one use of the evaluation loss) the evaluation call must trace to a
-    scalar on it. Remembered per functions, form and signatures
-    (:func:`gdjax._validate.memo`): tracing costs milliseconds, as much as a
-    short compiled run.
+    The training call is checked first; with ``val_data`` (the one use of the
+    evaluation loss) the evaluation call must trace to a scalar on it.
+    Remembered per functions, form and signatures (``gdjax._validate.memo``):
+    tracing costs milliseconds, as much as a short compiled run.
     """
     key = ("declared-loss", spec.fn, spec.eval_fn, spec.takes_key, spec.has_state)
     key += V.signature(params, batch, state, val_data)

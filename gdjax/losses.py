@@ -409,7 +409,11 @@ class Loss:
 @dataclasses.dataclass(frozen=True)
 class WeightedLoss:
     """A mean-over-examples user loss given ``weights``: see
-    :func:`with_example_weights`."""
+    :func:`with_example_weights`.
+
+    Attributes:
+      loss: the user's ``loss(params, batch) -> scalar``.
+    """
 
     loss: LossFn
 

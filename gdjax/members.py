@@ -157,12 +157,19 @@ def check_mapping(value: Any, name: str) -> dict[str, Any]:
 
 
 class Axes(NamedTuple):
-    """The hyperparameter axes of one sweep (host-side)."""
+    """The hyperparameter axes of one sweep (host-side).
 
-    names: tuple[str, ...]  # swept names
-    coords: tuple  # ((axis, values), ...) after "seed"
-    flat: dict[str, np.ndarray]  # name -> (H,) values, settings in C order
-    count: int  # H
+    Attributes:
+      names: the swept names.
+      coords: ``((axis, values), ...)`` after ``"seed"``.
+      flat: name -> ``(H,)`` values, the settings in C order.
+      count: the number of settings H.
+    """
+
+    names: tuple[str, ...]
+    coords: tuple
+    flat: dict[str, np.ndarray]
+    count: int
 
 
 def sweep_axes(hyperparams: Any, grid: Any) -> Axes:
@@ -252,20 +259,36 @@ def abstract_params(init: Any) -> Params:
 
 
 class Plan(NamedTuple):
-    """One compiled sweep, validated and ready (host-side)."""
+    """One compiled sweep, validated and ready (host-side).
 
-    run: runs.Run  # member 0's program and inputs (no state)
+    Attributes:
+      run: member 0's program and inputs (no state).
+      init: the ``init(key)`` function, or None for shared params.
+      shared: the params every member starts from, or None.
+      transform_init: the transform's ``init``.
+      seeds: ``(S,)`` uint32.
+      member_seed: ``(M_pad,)`` position in ``seeds`` of each member's seed.
+      hyperparams: injected values, ``(M_pad,)`` each.
+      criteria: :class:`~gdjax.stopping.Criteria` of ``(M_pad,)`` arrays.
+      members: the member count M (without padding).
+      mesh: the mesh the members are sharded over, or None.
+      recording: the run's :class:`~gdjax.spec.Recording`.
+      loss: a declared loss (:func:`gdjax.stateful`), whose initial state the
+        members start from; None otherwise.
+    """
+
+    run: runs.Run
     init: Callable | None
     shared: Params | None
     transform_init: Callable
-    seeds: np.ndarray  # (S,) uint32
-    member_seed: np.ndarray  # (M_pad,) position in seeds of each member's seed
-    hyperparams: dict[str, np.ndarray]  # injected, (M_pad,)
-    criteria: Criteria  # of (M_pad,) arrays
-    members: int  # M
+    seeds: np.ndarray
+    member_seed: np.ndarray
+    hyperparams: dict[str, np.ndarray]
+    criteria: Criteria
+    members: int
     mesh: jax.sharding.Mesh | None
     recording: Recording
-    loss: Any = None  # a declared loss's initial state (gdjax.stateful)
+    loss: Any = None
 
 
 def broadcast(tree: Any, m: int) -> Any:

@@ -908,8 +908,9 @@ def sweep_curves(
         taking several values, learning rate (else the first numeric axis)
         as colour, the next as panels, the next as rows. An axis with several
         values left unassigned is an error: filter the table first.
-      value, x, band, quantiles, examples_per_epoch, xscale, yscale, xlabel,
-        ylabel: as for :func:`loss_curves` (log y by default for a loss).
+      value: as for :func:`loss_curves`, and so are ``x``, ``band``,
+        ``quantiles``, ``examples_per_epoch``, ``xscale``, ``yscale`` (log y
+        by default for a loss), ``xlabel`` and ``ylabel``.
       cmap: the sequential colormap for an ordered ``color`` axis.
       title: the figure's title (default: what is drawn and over how many
         seeds).

@@ -224,6 +224,10 @@ class ShardedLoss:
     is reused), and a ``make_loss`` loss keeps its numbers as leaves. The batch
     is constrained inside the loss, so the gradient is an all-reduce of
     per-device partial sums rather than a replicated computation.
+
+    Attributes:
+      loss: the loss it wraps.
+      sharding: the ``NamedSharding`` that splits the batch's example axis.
     """
 
     loss: Callable

@@ -798,10 +798,15 @@ def set_hyperparams(opt_state: PyTree, **values: ArrayLike) -> PyTree:
 
 
 class AverageIteratesState(NamedTuple):
-    """State of :func:`average_iterates`."""
+    """State of :func:`average_iterates`.
 
-    count: jax.Array  # shape=(), dtype=jnp.int32: updates seen so far
-    average: Params  # like params: mean of the iterates from `start` on
+    Attributes:
+      count: updates seen so far (shape ``()``, int32).
+      average: like params: the mean of the iterates from ``start`` on.
+    """
+
+    count: jax.Array
+    average: Params
 
 
 def average_iterates(start: ArrayLike = 0) -> optax.GradientTransformationExtraArgs:
