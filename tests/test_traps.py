@@ -62,11 +62,19 @@ def _reference(loss, params, data, lr, regime, epochs):
 def test_padding_never_rewrites_a_user_loss(loss):
     data = _odd_problem()
     with pytest.raises(ValueError, match=r"last_batch='pad' needs a loss that takes"):
-        gd.fit(loss, zeros_params(3), data, optax.sgd(0.01), key=KEY, epochs=2,
-               regime=gd.minibatch(8))
+        gd.fit(
+            loss,
+            zeros_params(3),
+            data,
+            optax.sgd(0.01),
+            key=KEY,
+            epochs=2,
+            regime=gd.minibatch(8),
+        )
     regime = gd.minibatch(8, last_batch="drop")
-    r = gd.fit(loss, zeros_params(3), data, optax.sgd(0.01), key=KEY, epochs=3,
-               regime=regime)
+    r = gd.fit(
+        loss, zeros_params(3), data, optax.sgd(0.01), key=KEY, epochs=3, regime=regime
+    )
     want = _reference(loss, zeros_params(3), data, 0.01, regime, 3)
     np.testing.assert_allclose(r.params["w"], want["w"], rtol=2e-6, atol=1e-7)
     assert int(r.steps) == 3 * (37 // 8)
@@ -76,10 +84,24 @@ def test_adding_one_example_does_not_change_what_a_sum_loss_means():
     """n = 40 and n = 41 (plus one dropped example) take the same kind of step."""
     x, y = _odd_problem(n=41)
     regime = gd.minibatch(8, shuffle=False, last_batch="drop")
-    a = gd.fit(sum_loss, zeros_params(3), (x[:40], y[:40]), optax.sgd(0.01),
-               key=KEY, epochs=2, regime=regime)
-    b = gd.fit(sum_loss, zeros_params(3), (x, y), optax.sgd(0.01), key=KEY,
-               epochs=2, regime=regime)
+    a = gd.fit(
+        sum_loss,
+        zeros_params(3),
+        (x[:40], y[:40]),
+        optax.sgd(0.01),
+        key=KEY,
+        epochs=2,
+        regime=regime,
+    )
+    b = gd.fit(
+        sum_loss,
+        zeros_params(3),
+        (x, y),
+        optax.sgd(0.01),
+        key=KEY,
+        epochs=2,
+        regime=regime,
+    )
     np.testing.assert_array_equal(a.params["w"], b.params["w"])
 
 
@@ -87,13 +109,20 @@ def test_declared_weights_mask_the_padding_exactly():
     """make_loss declares per-example weights: padding is masked, every example once."""
     data = _odd_problem()
     loss = gd.make_loss(lambda p, x: x @ p["w"], gd.losses.squared_error)
-    r = gd.fit(loss, zeros_params(3), data, optax.sgd(0.05), key=KEY, epochs=1,
-               regime=gd.minibatch(8, shuffle=False))
+    r = gd.fit(
+        loss,
+        zeros_params(3),
+        data,
+        optax.sgd(0.05),
+        key=KEY,
+        epochs=1,
+        regime=gd.minibatch(8, shuffle=False),
+    )
     assert int(r.steps) == 5
     x, y = data
     p = zeros_params(3)
     for lo in range(0, 37, 8):
-        b = (x[lo:lo + 8], y[lo:lo + 8])
+        b = (x[lo : lo + 8], y[lo : lo + 8])
         p = jax.tree.map(lambda a, g: a - 0.05 * g, p, jax.grad(loss)(p, b))
     np.testing.assert_allclose(r.params["w"], p["w"], rtol=1e-6, atol=1e-7)
 
@@ -104,8 +133,9 @@ def test_declared_weights_mask_the_padding_exactly():
 def test_resume_applies_the_new_learning_rate():
     (x, y), *_ = least_squares_problem(n=32)
     first = gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), key=KEY, epochs=5)
-    resumed = gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.01), key=KEY,
-                     epochs=10, resume=first)
+    resumed = gd.fit(
+        ls_loss, zeros_params(4), (x, y), gd.sgd(0.01), key=KEY, epochs=10, resume=first
+    )
     fresh = gd.fit(ls_loss, first.params, (x, y), gd.sgd(0.01), key=KEY, epochs=5)
     np.testing.assert_array_equal(resumed.params["w"], fresh.params["w"])
     assert float(gd.get_hyperparams(resumed.opt_state)["learning_rate"]) == (
@@ -119,8 +149,15 @@ def test_resume_refuses_a_transform_of_another_structure():
     (x, y), *_ = least_squares_problem(n=32)
     first = gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), key=KEY, epochs=2)
     with pytest.raises(ValueError, match="resume.opt_state"):
-        gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1, momentum=0.9),
-               key=KEY, epochs=4, resume=first)
+        gd.fit(
+            ls_loss,
+            zeros_params(4),
+            (x, y),
+            gd.sgd(0.1, momentum=0.9),
+            key=KEY,
+            epochs=4,
+            resume=first,
+        )
 
 
 def test_resume_extends_a_finished_run_bitwise():
@@ -142,11 +179,20 @@ def test_resume_after_a_callback_stop_goes_on():
     (x, y), *_ = least_squares_problem(n=40)
     kw = dict(key=KEY, regime=gd.minibatch(8))
     tx = gd.sgd(0.05)
-    stopped = gd.fit(ls_loss, zeros_params(4), (x, y), tx, epochs=30, chunk_epochs=5,
-                     callback=lambda r: int(r.epoch) >= 10, **kw)
+    stopped = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        (x, y),
+        tx,
+        epochs=30,
+        chunk_epochs=5,
+        callback=lambda r: int(r.epoch) >= 10,
+        **kw,
+    )
     assert stopped.stopped_by == gd.Status.CALLBACK and int(stopped.epoch) == 10
-    resumed = gd.fit(ls_loss, zeros_params(4), (x, y), tx, epochs=30,
-                     resume=stopped, **kw)
+    resumed = gd.fit(
+        ls_loss, zeros_params(4), (x, y), tx, epochs=30, resume=stopped, **kw
+    )
     once = gd.fit(ls_loss, zeros_params(4), (x, y), tx, epochs=30, **kw)
     assert int(resumed.epoch) == 30
     np.testing.assert_array_equal(resumed.params["w"], once.params["w"])
@@ -164,8 +210,16 @@ def test_callback_sees_every_chunk_the_last_included(epochs, chunk):
         seen.append(int(result.epoch))
         return False
 
-    r = gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.05), key=KEY,
-               epochs=epochs, chunk_epochs=chunk, callback=saver)
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        (x, y),
+        gd.sgd(0.05),
+        key=KEY,
+        epochs=epochs,
+        chunk_epochs=chunk,
+        callback=saver,
+    )
     assert seen[-1] == int(r.epoch) == epochs
     assert seen == sorted(set(seen))
 
@@ -173,9 +227,17 @@ def test_callback_sees_every_chunk_the_last_included(epochs, chunk):
 def test_callback_sees_the_chunk_in_which_a_criterion_stopped():
     (x, y), *_ = least_squares_problem(n=16, noise=0.0)
     seen = []
-    r = gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.5), key=KEY, epochs=500,
-               chunk_epochs=7, target_loss=1e-3,
-               callback=lambda res: seen.append((int(res.epoch), res.stopped_by)))
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        (x, y),
+        gd.sgd(0.5),
+        key=KEY,
+        epochs=500,
+        chunk_epochs=7,
+        target_loss=1e-3,
+        callback=lambda res: seen.append((int(res.epoch), res.stopped_by)),
+    )
     assert r.stopped_by == gd.Status.TARGET_LOSS
     assert seen[-1] == (int(r.epoch), gd.Status.TARGET_LOSS)
 
@@ -193,8 +255,15 @@ def test_float64_target_loss_stops_at_the_exact_epoch(x64):
     k = next(
         i for i in range(5, 60) if np.float32(losses[i]) < losses[i] < losses[i - 1]
     )
-    r = gd.fit(ls_loss, p0, (x, y), optax.sgd(0.05), key=KEY, epochs=60,
-               target_loss=float(losses[k]))
+    r = gd.fit(
+        ls_loss,
+        p0,
+        (x, y),
+        optax.sgd(0.05),
+        key=KEY,
+        epochs=60,
+        target_loss=float(losses[k]),
+    )
     assert r.stopped_by == gd.Status.TARGET_LOSS
     assert int(r.epoch) == k + 1
 
@@ -215,8 +284,14 @@ def test_rebuilt_loss_and_metric_reuse_the_compiled_run(compiles):
     def run(l2):
         return gd.fit(
             gd.make_loss(gd.models.linear, gd.losses.softmax_cross_entropy, l2=l2),
-            params, data, gd.sgd(0.1), key=KEY, epochs=3, regime=gd.minibatch(16),
-            metric=gd.accuracy(gd.models.linear), tol=1e-4,
+            params,
+            data,
+            gd.sgd(0.1),
+            key=KEY,
+            epochs=3,
+            regime=gd.minibatch(16),
+            metric=gd.accuracy(gd.models.linear),
+            tol=1e-4,
         )
 
     first = run(1e-3)
@@ -254,8 +329,15 @@ def test_switching_tol_on_does_not_recompile(compiles):
     gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), **kw)
     with compiles() as c:
         gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), tol=1e-3, **kw)
-        gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), target_loss=1e-3,
-               grad_tol=1e-6, **kw)
+        gd.fit(
+            ls_loss,
+            zeros_params(4),
+            (x, y),
+            gd.sgd(0.1),
+            target_loss=1e-3,
+            grad_tol=1e-6,
+            **kw,
+        )
     assert c.count == 0
 
 
@@ -264,8 +346,16 @@ def test_switching_tol_on_does_not_recompile(compiles):
 
 def test_fit_result_is_a_table():
     (x, y), *_ = least_squares_problem(n=16)
-    r = gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), key=KEY, epochs=50,
-               target_loss=0.05, val_data=(x, y))
+    r = gd.fit(
+        ls_loss,
+        zeros_params(4),
+        (x, y),
+        gd.sgd(0.1),
+        key=KEY,
+        epochs=50,
+        target_loss=0.05,
+        val_data=(x, y),
+    )
     n = int(r.epoch)
     assert n < 50 and r.history.loss.shape == (n,)
     assert np.all(np.isfinite(r.history.loss))
@@ -277,7 +367,9 @@ def test_fit_result_is_a_table():
     frame = r.to_pandas()
     assert isinstance(frame, pd.DataFrame) and len(frame) == n
     np.testing.assert_array_equal(frame["loss"].to_numpy(), np.asarray(r.history.loss))
-    np.testing.assert_array_equal(pd.DataFrame(r.to_dict()).to_numpy(), frame.to_numpy())
+    np.testing.assert_array_equal(
+        pd.DataFrame(r.to_dict()).to_numpy(), frame.to_numpy()
+    )
 
 
 def test_a_nan_at_the_first_step_is_described_in_words():
@@ -306,11 +398,28 @@ def test_internals_are_out_of_the_way():
 def test_a_callback_may_keep_what_it_is_given_when_the_run_donates():
     (x, y), *_ = least_squares_problem(n=16)
     kept = []
-    gd.fit(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), key=KEY, epochs=6,
-           chunk_epochs=2, donate=True, callback=lambda r: kept.append(r.params))
+    gd.fit(
+        ls_loss,
+        zeros_params(4),
+        (x, y),
+        gd.sgd(0.1),
+        key=KEY,
+        epochs=6,
+        chunk_epochs=2,
+        donate=True,
+        callback=lambda r: kept.append(r.params),
+    )
     sw_kept = []
-    gd.sweep(ls_loss, zeros_params(4), (x, y), gd.sgd(0.1), seeds=[0, 1], epochs=6,
-             chunk_epochs=2, callback=lambda r: sw_kept.append(r.params))
+    gd.sweep(
+        ls_loss,
+        zeros_params(4),
+        (x, y),
+        gd.sgd(0.1),
+        seeds=[0, 1],
+        epochs=6,
+        chunk_epochs=2,
+        callback=lambda r: sw_kept.append(r.params),
+    )
     for params in kept + sw_kept:  # none deleted by a later donation
         assert np.all(np.isfinite(np.asarray(params["w"])))
     assert len(kept) == len(sw_kept) == 3
