@@ -39,3 +39,19 @@ def zeros_params(d, dtype=jnp.float32):
 
 def key(seed=0):
     return jax.random.key(seed)
+
+
+def assert_lines_inside_limits(axes) -> None:
+    """No line's finite data lies outside its axes' limits (axhline and axvline,
+    drawn in axes coordinates, are skipped)."""
+    for ax in axes:
+        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+        for line in ax.get_lines():
+            if line.get_transform() != ax.transData:
+                continue
+            x = np.asarray(line.get_xdata(), float)
+            y = np.asarray(line.get_ydata(), float)
+            keep = np.isfinite(x) & np.isfinite(y)
+            x, y = x[keep], y[keep]
+            assert x.size == 0 or (x0 <= x.min() and x.max() <= x1), line
+            assert y.size == 0 or (y0 <= y.min() and y.max() <= y1), line

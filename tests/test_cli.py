@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import assert_lines_inside_limits
 
 from gdjax import __version__, cli
 
@@ -318,19 +319,7 @@ def assert_readable(fig):
             assert not legend.get_window_extent(renderer).overlaps(
                 ax.get_window_extent(renderer)
             )
-    for ax in _data_axes(fig):  # no data drawn outside the axes' limits
-        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
-        for line in ax.get_lines():
-            if line.get_transform() != ax.transData:  # axhline, axvline
-                continue
-            x = np.asarray(line.get_xdata(), float)
-            y = np.asarray(line.get_ydata(), float)
-            x, y = (
-                x[np.isfinite(x) & np.isfinite(y)],
-                y[np.isfinite(x) & np.isfinite(y)],
-            )
-            assert x.size == 0 or (x0 <= x.min() and x.max() <= x1), line
-            assert y.size == 0 or (y0 <= y.min() and y.max() <= y1), line
+    assert_lines_inside_limits(_data_axes(fig))
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             frame = ax.get_window_extent(renderer)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_lines_inside_limits
 
 import gdjax as gd
 from gdjax import plot
@@ -343,19 +344,7 @@ def assert_readable(fig):
     for cover in covers:
         for area in data:
             assert not cover.overlaps(area), (cover, area)
-    for ax in _data_axes(fig):  # no data drawn outside the axes' limits
-        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
-        for line in ax.get_lines():
-            if line.get_transform() != ax.transData:  # axhline, axvline
-                continue
-            x = np.asarray(line.get_xdata(), float)
-            y = np.asarray(line.get_ydata(), float)
-            x, y = (
-                x[np.isfinite(x) & np.isfinite(y)],
-                y[np.isfinite(x) & np.isfinite(y)],
-            )
-            assert x.size == 0 or (x0 <= x.min() and x.max() <= x1), line
-            assert y.size == 0 or (y0 <= y.min() and y.max() <= y1), line
+    assert_lines_inside_limits(_data_axes(fig))
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             labels = _shown_ticklabels(ax, axis, renderer)
