@@ -35,6 +35,7 @@ the learning-rate range test.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -370,7 +371,7 @@ def plan_members(
         epochs=epochs,
         regime=regime,
         val_data=val_data,
-        stopping=stopping.__class__(**{**_fields(stopping), **first}),
+        stopping=dataclasses.replace(stopping, **first),
         recording=recording,
         driving=driving,
         abstract=True,
@@ -439,12 +440,6 @@ def _member_mesh(devices: list | None, m: int) -> tuple[Any, int]:
         devices=devices[:d],
     )
     return mesh, -(-m // d) * d
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
 
 def shardings(plan: Plan) -> tuple[Any, Any]:

@@ -512,24 +512,18 @@ def resume_state(
         fresh, old.opt_state, "transform.init(params)", "resume.opt_state", dtypes=True
     )
     opt_state = old.opt_state
-    if get_hyperparams_names(fresh):
-        # The new transform's numbers (cheap: init is zeros and constants).
-        opt_state = set_hyperparams(
-            opt_state, **get_hyperparams(transform.init(params))
-        )
+    settable, _ = hyperparam_names(fresh)
+    if settable:
+        # The new transform's numbers (cheap: init is zeros and constants); a
+        # scheduled one is driven by the state's step count, which carries over.
+        numbers = get_hyperparams(transform.init(params))
+        opt_state = set_hyperparams(opt_state, **{n: numbers[n] for n in settable})
     history = _relayout(jax.device_get(old.history), epochs, recording)
     return old._replace(
         opt_state=opt_state,
         history=history,
         status=np.asarray(Status.RUNNING, np.int32),
     )
-
-
-def get_hyperparams_names(opt_state: PyTree) -> list[str]:
-    from gdjax.transforms import hyperparam_names
-
-    settable, _ = hyperparam_names(opt_state)
-    return settable
 
 
 def _relayout(history: loop.History, epochs: int, recording: Recording) -> loop.History:

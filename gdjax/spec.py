@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import numpy as np
 
 from gdjax import _validate as V
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
@@ -259,13 +256,6 @@ def from_options(
         else:
             out.append(dataclasses.replace(base, **mine) if mine else base)
     return out[0], out[1], out[2]
-
-
-def is_integral(value: Any) -> bool:
-    """True for Python and NumPy integers (not bools)."""
-    return isinstance(value, numbers.Integral) and not isinstance(
-        value, (bool, np.bool_)
-    )
 
 
 __all__ = [

@@ -423,3 +423,13 @@ def test_a_callback_may_keep_what_it_is_given_when_the_run_donates():
     for params in kept + sw_kept:  # none deleted by a later donation
         assert np.all(np.isfinite(np.asarray(params["w"])))
     assert len(kept) == len(sw_kept) == 3
+
+
+def test_resume_of_a_scheduled_transform_continues_the_schedule_bitwise():
+    (x, y), *_ = least_squares_problem(n=32)
+    tx = gd.sgd(gd.inverse_time_decay(0.5, 1e-2), momentum=0.5)
+    kw = dict(key=KEY, regime=gd.minibatch(8))
+    half = gd.fit(ls_loss, zeros_params(4), (x, y), tx, epochs=5, **kw)
+    resumed = gd.fit(ls_loss, zeros_params(4), (x, y), tx, epochs=10, resume=half, **kw)
+    once = gd.fit(ls_loss, zeros_params(4), (x, y), tx, epochs=10, **kw)
+    np.testing.assert_array_equal(resumed.params["w"], once.params["w"])
