@@ -226,13 +226,16 @@ def _hash_permute(i: jax.Array, n: int, seed: jax.Array) -> jax.Array:
         x = x ^ (x >> 5)
         return x
 
-    x = bijection(i)
     # Cycle walking: a bijection of [0, 2^m) restricted to [0, n) by re-applying
-    # it to the values that land outside; expected fewer than 2 rounds.
-    x = jax.lax.while_loop(
-        lambda x: jnp.any(x >= n),
-        lambda x: jnp.where(x >= n, bijection(x), x),
-        x,
+    # it to the values that land outside; expected fewer than 2 rounds. The
+    # first round is the loop's too (every value is walked once), so that the
+    # bijection is compiled once.
+    def walk(state):
+        x, first = state
+        return jnp.where(first | (x >= n), bijection(x), x), jnp.zeros((), bool)
+
+    x, _ = jax.lax.while_loop(
+        lambda state: state[1] | jnp.any(state[0] >= n), walk, (i, jnp.ones((), bool))
     )
     return ((x + p) % jnp.uint32(n)).astype(jnp.int32)
 

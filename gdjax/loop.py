@@ -147,6 +147,9 @@ class Program(NamedTuple):
       fast: tiny steps: the epoch-level check (:func:`fast_epoch`), chosen by
         :mod:`gdjax.runs` from the step's size.
       unroll: steps per iteration of the scan.
+      bounded: a ``max_steps`` budget is set (so a fast epoch may have to be
+        replayed to stop inside it); ``False`` only where ``max_steps`` is
+        None, which lets a fast epoch with the guard off skip the replay.
     """
 
     loss: tuple
@@ -163,6 +166,7 @@ class Program(NamedTuple):
     has_val: bool
     fast: bool = False
     unroll: int = 1
+    bounded: bool = True
 
 
 class StepCarry(NamedTuple):
@@ -408,6 +412,8 @@ def fast_epoch(
     fast_step = functools.partial(train_step, program, inputs, checked=False)
     checked_step = functools.partial(train_step, program, inputs)
     fast, _ = jax.lax.scan(fast_step, carry, xs, unroll=program.unroll)
+    if not (program.guard or program.bounded):
+        return fast  # nothing could need the checked replay
     clean = fast.steps <= inputs.criteria.max_steps
     if program.guard:
         clean = clean & jnp.isfinite(fast.loss_sum) & jnp.isfinite(fast.grad_norm_sum)

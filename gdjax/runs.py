@@ -357,6 +357,7 @@ def make_program(
         has_val=has_val,
         fast=size <= FAST_STEP,
         unroll=2 if size <= UNROLL_STEP else 1,
+        bounded=stopping.max_steps is not None,
     )
     return program, loss_leaves
 

@@ -8,7 +8,7 @@ import pytest
 from helpers import least_squares_problem, ls_loss, ls_value, zeros_params
 
 import gdjax as gd
-from gdjax import batching, runs
+from gdjax import batching, loop, runs
 
 KEY = jax.random.key(0)
 
@@ -618,6 +618,38 @@ def test_epoch_level_fast_path_equals_per_step_checks(bad_step, monkeypatch):
         assert fast.stopped_by == gd.Status.MAX_STEPS and int(fast.steps) == 25
     else:
         assert fast.failed
+
+
+def test_fast_path_without_guard_or_budget_skips_the_replay(monkeypatch):
+    """With the guard off and no max_steps nothing can need the checked replay:
+    the program drops it (its while loops), and the run is still bitwise
+    the per-step one (a run with an inf in its data goes on, NaN and all)."""
+    data, *_ = least_squares_problem(n=40)
+    x, y = data
+    x = x.at[4 * 3 + 2, 0].set(jnp.inf)
+    kw = dict(key=KEY, epochs=3, regime=gd.minibatch(4), check_finite=False,
+              guard=False)
+    tx = gd.sgd(0.05, momentum=0.9)
+
+    def whiles(**extra):
+        stop, rec, drive = gd.spec.from_options(
+            guard=False, check_finite=False, **extra
+        )
+        run = runs.prepare(
+            ls_loss, zeros_params(4), (x, y), tx, key=KEY, epochs=3,
+            regime=kw["regime"], stopping=stop, recording=rec, driving=drive,
+        )
+        assert run.program.fast and run.program.bounded == bool(extra)
+        lowered = loop.advance.lower(*run[:3], np.int32(3))
+        return lowered.as_text().count("stablehlo.while")
+
+    assert whiles() < whiles(max_steps=10**6)
+    fast = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
+    monkeypatch.setattr(runs, "FAST_STEP", -1)  # every step checked
+    slow = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
+    assert not np.isfinite(np.asarray(fast.params["w"])).all()
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 # ------------------------------------------------------------------- 0.2 rules
