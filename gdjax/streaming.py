@@ -398,8 +398,15 @@ def fit_stream(
         recording=recording,
         driving=dataclasses.replace(driving, check_finite=False),
     )
+    run = _bounded(run)
     state, records = _drive(run, stream, first, advance=_advance_epoch, driving=driving)
     return runs.finish(_with_history(state, records), driving)
+
+
+def _bounded(run: runs.Run) -> runs.Run:
+    """A stream epoch ends its real batches at a step limit (:func:`stream_epoch`):
+    its program is always ``bounded``, whether or not the user set ``max_steps``."""
+    return run._replace(program=run.program._replace(bounded=True))
 
 
 def _first_regime(stream: _Stream, first: Epoch) -> batching.Regime:
@@ -481,7 +488,7 @@ def sweep_stream(
         recording=recording,
         driving=dataclasses.replace(driving, check_finite=False),
     )
-    run = members.member_run(plan)
+    run = _bounded(members.member_run(plan))
     _, rep = members.shardings(plan)
     place: Callable[[Any], Any] = functools.partial(jax.device_put, device=rep)
     state, records = _drive(
