@@ -1,15 +1,75 @@
-"""Shared pytest configuration: strict rank promotion and a compile counter."""
+"""Shared pytest configuration: strict rank promotion, a compile counter, the
+``slow`` tests, and one compilation cache shared by the test processes."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# Tests that start Python subprocesses (examples, benchmarks, multi-process and
+# 8-device runs, the packaged CLI) or run the whole demo. They are marked
+# ``slow`` and left out of a plain ``pytest``; ``pytest --runslow`` (what
+# ``.ci/run`` and the README's test command run) includes them. A test that
+# uses one of these fixtures is marked ``slow`` here.
+SLOW_FIXTURES = frozenset({"smoke", "sharding_results", "eight_devices", "demo"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--runslow",
+        action="store_true",
+        help="also run the tests marked slow (subprocesses, the demo): the full "
+        "suite that .ci/run runs",
+    )
+
+
+_CACHE_ENV = "GDJAX_TEST_COMPILATION_CACHE"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Share compiled programs between the test processes of one run.
+
+    ``pytest -n`` (pytest-xdist) runs the tests in several processes, and many
+    of them compile the same programs (the same small problems). The first
+    process to compile one writes it to a folder made for this run, and the
+    others load it (JAX's persistent compilation cache, every program written).
+    The folder is new for every run: nothing carries over between runs, so
+    each run starts from cold caches. A load counts as a compilation for the
+    ``compiles`` fixture (a new program was needed either way). Subprocesses
+    started by tests do not use it.
+    """
+    folder = os.environ.get(_CACHE_ENV)
+    if folder is None:  # the controlling process (or a run without -n)
+        folder = tempfile.mkdtemp(prefix="gdjax-test-cache-")
+        os.environ[_CACHE_ENV] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("--runslow"):
+        return
+    keep = [item for item in items if item.get_closest_marker("slow") is None]
+    dropped = [item for item in items if item.get_closest_marker("slow") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_LOAD_EVENT = "/jax/compilation_cache/cache_hits"  # see pytest_configure
 _counts = {"n": 0}
 
 
@@ -19,11 +79,19 @@ def _listener(event: str, duration: float, **kwargs) -> None:
         _counts["n"] += 1
 
 
+def _load_listener(event: str, **kwargs) -> None:
+    del kwargs
+    if event == _CACHE_LOAD_EVENT:
+        _counts["n"] += 1
+
+
 jax.monitoring.register_event_duration_secs_listener(_listener)
+jax.monitoring.register_event_listener(_load_listener)
 
 
 class CompileCounter:
-    """Counts XLA backend compilations inside a ``with`` block (``.count``)."""
+    """Counts the programs built inside a ``with`` block (``.count``): XLA
+    backend compilations and loads from the run's shared cache."""
 
     def __init__(self) -> None:
         self.count = 0

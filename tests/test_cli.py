@@ -222,6 +222,7 @@ def test_version_and_no_command():
     assert code == 0 and "demo" in stdout
 
 
+@pytest.mark.slow
 def test_help_in_a_subprocess():
     done = subprocess.run(
         [sys.executable, "-m", "gdjax", "demo", "--help"],
@@ -397,6 +398,7 @@ def test_demo_keeps_the_best_candidate_rate(demo):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG cache path")
+@pytest.mark.slow
 def test_compilation_cache_and_a_given_rate_in_a_subprocess(tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     argv = [sys.executable, "-m", "gdjax", "demo", "--seeds", "1", "--epochs", "1"]

@@ -239,6 +239,7 @@ def test_equinox_sweep_member_is_the_single_fit():
     )
 
 
+@pytest.mark.slow
 def test_flax_equinox_example_runs_each_real_branch():
     """examples/flax_equinox_params.py with equinox (the examples test runs the
     default, flax): the real branch, not the dict fallback."""

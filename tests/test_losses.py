@@ -178,7 +178,7 @@ def test_weights_shape_is_checked():
 
 def test_l2_term_is_half_lambda_sum_of_squares():
     params, x, y = _problem()
-    params = {"inner": params, "extra": [jnp.array([1.0, -2.0])]}
+    params = {"inner": params, "extra": [jnp.array([3.0, -2.0])]}
 
     def apply(p, x):
         return linear(p["inner"], x)

@@ -57,6 +57,7 @@ def _load_launcher():
 
 
 launcher = _load_launcher()
+pytestmark = pytest.mark.slow  # every test here launches processes
 
 
 _CACHE: dict[str, str] = {}
@@ -272,7 +273,6 @@ def test_two_processes_sweep_fit_checkpoint_resume(uninterrupted, reference):
     )
 
 
-@pytest.mark.slow
 def test_killed_process_is_reported_and_the_run_resumes_bitwise(
     uninterrupted, tmp_path
 ):
@@ -316,7 +316,6 @@ def test_killed_process_is_reported_and_the_run_resumes_bitwise(
     )
 
 
-@pytest.mark.slow
 def test_four_processes(reference, tmp_path):
     # The sweep driven in chunks (a callback on every process after each):
     # bitwise the single program still.
@@ -335,7 +334,6 @@ def test_four_processes(reference, tmp_path):
     )
 
 
-@pytest.mark.slow
 def test_processes_that_see_different_checkpoints_refuse_to_resume(
     uninterrupted, tmp_path
 ):
@@ -377,7 +375,6 @@ def test_only_process_zero_writes_checkpoints(tmp_path, monkeypatch):
     assert gd.checkpoint.save(tmp_path, result) == path and path.exists()
 
 
-@pytest.mark.slow
 def test_hung_process_is_detected_by_the_heartbeat(tmp_path):
     """Process 1 freezes (SIGSTOP: alive, silent) after its epoch-4
     checkpoint. No collective fails; the coordinator's heartbeat timeout
