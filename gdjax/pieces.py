@@ -190,10 +190,10 @@ def batches(
 
 gather = batching.gather
 """``gather(data, indices)``: the examples ``indices`` of every leaf of ``data``
-(a pytree with a leading example axis), ``jnp.take`` along axis 0.
+(a pytree with a leading example axis), along axis 0.
 
-Indices out of range are clamped inside ``jit`` (JAX's rule): take them from
-:func:`batches`, which never makes one.
+An index out of range is clamped into ``[0, n)``, inside ``jit`` or not: take
+the indices from :func:`batches`, which never makes one.
 """
 
 
