@@ -103,6 +103,30 @@ def test_grid_members_equal_single_fits_with_early_stopping():
         np.testing.assert_array_equal(a, b)
 
 
+def test_init_is_vmapped_over_seeds_or_run_per_seed_with_the_same_bits():
+    """The sweep draws every seed's start in one vmapped eager call; an init
+    that cannot be vmapped (here a callback without a vmap rule) runs seed by
+    seed. Either way member s is the fit from init(seed_keys(s)[0])."""
+
+    def callback_init(key):
+        half = jax.pure_callback(
+            lambda k: np.float32(0.5),
+            jax.ShapeDtypeStruct((), jnp.float32),
+            jax.random.key_data(key),
+        )
+        return {"w": half * jax.random.normal(key, (4,))}
+
+    with pytest.raises(NotImplementedError, match="vmap"):
+        jax.vmap(callback_init)(jax.vmap(jax.random.key)(jnp.arange(2)))
+    seeds = [0, 1, 2]
+    tx = gd.sgd(0.05)
+    for init in (ls_init, callback_init):
+        res = sweep(ls_loss, init, DATA, tx, seeds=seeds, epochs=2)
+        for i, seed in enumerate(seeds):
+            single = fit_member(seed, tx, init=init, epochs=2)
+            assert_member_equals_fit(res.member(i), single)
+
+
 def test_zip_members_equal_single_fits_with_swept_criteria():
     tx = gd.sgd(0.05, momentum=0.5)
     lrs, moms, targets = [0.02, 0.05, 0.1], [0.0, 0.5, 0.9], [0.3, 0.02, 0.01]
