@@ -150,6 +150,9 @@ class Program(NamedTuple):
       bounded: a ``max_steps`` budget is set (so a fast epoch may have to be
         replayed to stop inside it); ``False`` only where ``max_steps`` is
         None, which lets a fast epoch with the guard off skip the replay.
+      step_stats: each step computes its loss and gradient norm for the
+        history; ``False`` (:class:`gdjax.Recording`) takes the gradient alone
+        and the history's loss and gradient norm are NaN.
     """
 
     loss: tuple
@@ -167,6 +170,7 @@ class Program(NamedTuple):
     fast: bool = False
     unroll: int = 1
     bounded: bool = True
+    step_stats: bool = True
 
 
 class StepCarry(NamedTuple):
@@ -316,17 +320,22 @@ def _value_and_grad(program: Program, inputs: Inputs) -> Callable:
 
 
 def declared_step(
-    loss: LossSpec, inputs: Inputs, carry: StepCarry, batch: Batch
-) -> tuple[jax.Array, PyTree, PyTree]:
+    loss: LossSpec, inputs: Inputs, carry: StepCarry, batch: Batch, value: bool = True
+) -> tuple[jax.Array | None, PyTree, PyTree]:
     """``(value, grads, new_state)`` of a loss declared with a key or a state.
 
     The key of the step is :func:`gdjax.step_key` of the run's key and the
     steps applied so far; the gradient is taken with respect to the params.
+    With ``value=False`` only the gradient is taken (the value is None).
     """
     key = step_key(inputs.key, carry.steps) if loss.takes_key else None
+    if not value:
+        g = jax.grad(loss.train_value, has_aux=True)
+        grads, new_state = g(carry.params, carry.loss_state, batch, key)
+        return None, grads, new_state
     vg = jax.value_and_grad(loss.train_value, has_aux=True)
-    (value, new_state), grads = vg(carry.params, carry.loss_state, batch, key)
-    return value, grads, new_state
+    (value_, new_state), grads = vg(carry.params, carry.loss_state, batch, key)
+    return value_, grads, new_state
 
 
 def train_step(
@@ -352,13 +361,19 @@ def train_step(
     batch = data if program.regime.kind == "full" else batching.gather(data, idx)
     loss = join_callable(program.loss, inputs.loss_leaves)
     new_state = carry.loss_state
+    args = (carry.params, batch, w) if program.plan.masked else (carry.params, batch)
     if isinstance(loss, LossSpec):
-        value, grads, new_state = declared_step(loss, inputs, carry, batch)
-    elif program.plan.masked:
-        value, grads = _value_and_grad(program, inputs)(carry.params, batch, w)
+        value, grads, new_state = declared_step(
+            loss, inputs, carry, batch, program.step_stats
+        )
+    elif program.step_stats:
+        value, grads = _value_and_grad(program, inputs)(*args)
     else:
-        value, grads = _value_and_grad(program, inputs)(carry.params, batch)
-    gnorm = optax.tree.norm(grads).astype(value.dtype)
+        value, grads = None, jax.grad(loss)(*args)
+    if value is None:  # step_stats=False: no loss, no norm (sums stay 0)
+        value = gnorm = jnp.zeros((), carry.loss_sum.dtype)
+    else:
+        gnorm = optax.tree.norm(grads).astype(value.dtype)
     updates, new_opt = program.update(grads, carry.opt_state, carry.params)
     new_params = optax.apply_updates(carry.params, updates)
     if not checked:
@@ -459,9 +474,14 @@ def run_epoch(program: Program, inputs: Inputs, state: RunState) -> StepCarry:
 # ---------------------------------------------------------------- record, verdict
 
 
-def epoch_means(carry: StepCarry) -> tuple[jax.Array, jax.Array]:
-    """The epoch's mean loss and gradient norm (NaN if no step applied)."""
+def epoch_means(
+    carry: StepCarry, step_stats: bool = True
+) -> tuple[jax.Array, jax.Array]:
+    """The epoch's mean loss and gradient norm (NaN if no step applied, or
+    without ``step_stats``)."""
     nan = jnp.full((), jnp.nan, carry.loss_sum.dtype)
+    if not step_stats:
+        return nan, nan
     ran = carry.count > 0
     n = jnp.maximum(carry.count, 1)
     return (
@@ -477,7 +497,7 @@ def record_epoch(
     hist = state.history
     e = state.epoch
     nan = jnp.full((), jnp.nan, hist.loss.dtype)
-    e_loss, e_gn = epoch_means(carry)
+    e_loss, e_gn = epoch_means(carry, program.step_stats)
     slot = e // program.stride
     params, loss_state = carry.params, carry.loss_state
     loss = join_callable(program.loss, inputs.loss_leaves)
@@ -537,7 +557,7 @@ def epoch_verdict(
     then the epoch budget.
     """
     criteria = inputs.criteria
-    e_loss, e_gn = epoch_means(carry)
+    e_loss, e_gn = epoch_means(carry, program.step_stats)
     status = jnp.where(
         (carry.status == Status.RUNNING) & (carry.steps >= criteria.max_steps),
         Status.MAX_STEPS,

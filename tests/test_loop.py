@@ -733,3 +733,50 @@ def test_turning_the_plateau_criterion_on_does_not_recompile(compiles):
     assert c.count == 0
     assert off.stopped_by == gd.Status.MAX_EPOCHS
     assert on.stopped_by == gd.Status.NO_IMPROVEMENT and int(on.epoch) < 30
+
+
+def test_step_stats_off_takes_the_same_steps_and_records_no_loss():
+    """step_stats=False takes jax.grad alone: the same parameters as the run
+    that also computes each step's loss and gradient norm, NaN in those two
+    history series, and what would read them refused before compiling."""
+    data, *_ = least_squares_problem(n=41)
+    tx = gd.sgd(0.05, momentum=0.9)
+    kw = dict(key=KEY, epochs=4, regime=gd.minibatch(4, last_batch="drop"),
+              guard=False)
+    full = gd.fit(ls_loss, zeros_params(4), data, tx, **kw)
+    lean = gd.fit(ls_loss, zeros_params(4), data, tx, step_stats=False, **kw)
+    np.testing.assert_allclose(lean.params["w"], full.params["w"], rtol=1e-6)
+    assert int(lean.steps) == int(full.steps) == 40 and int(lean.epoch) == 4
+    assert lean.stopped_by == gd.Status.MAX_EPOCHS
+    assert np.isnan(lean.history.loss).all() and np.isnan(lean.history.grad_norm).all()
+    assert np.isfinite(full.history.loss).all()
+    # A metric still works (evaluated after each epoch, not per step).
+    metric = gd.fit(ls_loss, zeros_params(4), data, tx, step_stats=False,
+                    metric=ls_loss, **kw)
+    np.testing.assert_allclose(metric.history.metric[-1], ls_loss(lean.params, data),
+                               rtol=1e-5)
+    for extra, names in [
+        (dict(guard=True), "guard"),
+        (dict(guard=False, target_loss=0.1), "target_loss"),
+        (dict(guard=False, tol=1e-3), "tol"),
+        (dict(guard=False, grad_tol=1e-3), "grad_tol"),
+    ]:
+        opts = {**kw, **extra}
+        with pytest.raises(ValueError, match=f"step_stats=False.*{names}"):
+            gd.fit(ls_loss, zeros_params(4), data, tx, step_stats=False, **opts)
+    with pytest.raises(TypeError, match="step_stats"):
+        gd.fit(ls_loss, zeros_params(4), data, tx, step_stats="no", **kw)
+
+
+def test_tiny_steps_unroll_four():
+    stop, rec, drive = gd.spec.from_options()
+    data, *_ = least_squares_problem(n=40)
+    def program(batch):
+        return runs.prepare(
+            ls_loss, zeros_params(4), data, gd.sgd(0.1), key=KEY, epochs=1,
+            regime=gd.minibatch(batch), stopping=stop, recording=rec, driving=drive,
+        ).program
+    assert program(1).unroll == 4  # 4 parameters x batch 1
+    assert runs.TINY_STEP < 4 * 40 * 2 <= runs.UNROLL_STEP
+    data, *_ = least_squares_problem(n=80)
+    assert program(80).unroll == 2

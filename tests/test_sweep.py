@@ -674,3 +674,17 @@ def test_to_pandas_round_trip():
     )
     counts = df.groupby(["seed", "learning_rate"]).size().to_numpy()
     np.testing.assert_array_equal(counts, res.result.epoch.ravel())
+
+
+def test_members_without_step_stats_equal_single_fits():
+    kw = dict(epochs=3, regime=gd.minibatch(8), guard=False, step_stats=False)
+    tx = gd.sgd(0.05)
+    res = sweep(ls_loss, ls_init, DATA, tx, seeds=[0, 1],
+                hyperparams={"learning_rate": [0.02, 0.1]}, **kw)
+    for i, seed in enumerate([0, 1]):
+        for j, lr in enumerate([0.02, 0.1]):
+            single = fit_member(seed, tx, hyperparams={"learning_rate": lr}, **kw)
+            np.testing.assert_allclose(
+                res.member(i, j).params["w"], single.params["w"], rtol=1e-5, atol=2e-6
+            )
+            assert np.isnan(res.member(i, j).history.loss).all()
