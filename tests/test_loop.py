@@ -768,15 +768,18 @@ def test_step_stats_off_takes_the_same_steps_and_records_no_loss():
         gd.fit(ls_loss, zeros_params(4), data, tx, step_stats="no", **kw)
 
 
-def test_tiny_steps_unroll_four():
-    stop, rec, drive = gd.spec.from_options()
+def test_tiny_steps_of_a_lean_run_unroll_four():
     data, *_ = least_squares_problem(n=40)
-    def program(batch):
+
+    def program(batch, **options):
+        stop, rec, drive = gd.spec.from_options(**options)
         return runs.prepare(
             ls_loss, zeros_params(4), data, gd.sgd(0.1), key=KEY, epochs=1,
             regime=gd.minibatch(batch), stopping=stop, recording=rec, driving=drive,
         ).program
-    assert program(1).unroll == 4  # 4 parameters x batch 1
+
+    assert program(1, guard=False, step_stats=False).unroll == 4  # 4 params x 1
+    assert program(1).unroll == program(1, guard=False).unroll == 2
     assert runs.TINY_STEP < 4 * 40 * 2 <= runs.UNROLL_STEP
     data, *_ = least_squares_problem(n=80)
     assert program(80).unroll == 2
