@@ -14,11 +14,14 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # Tests that start Python subprocesses (examples, benchmarks, multi-process and
-# 8-device runs, the packaged CLI) or run the whole demo. They are marked
-# ``slow`` and left out of a plain ``pytest``; ``pytest --runslow`` (what
-# ``.ci/run`` and the README's test command run) includes them. A test that
-# uses one of these fixtures is marked ``slow`` here.
-SLOW_FIXTURES = frozenset({"smoke", "sharding_results", "eight_devices", "demo"})
+# 8-device runs, the packaged CLI) or run whole programs (the demo, the
+# reproductions' example runs). They are marked ``slow`` and left out of a
+# plain ``pytest``; ``pytest --runslow`` (what ``.ci/run`` and the README's test
+# command run) includes them. A test that uses one of these fixtures is marked
+# ``slow`` here.
+SLOW_FIXTURES = frozenset(
+    {"smoke", "sharding_results", "eight_devices", "demo", "eos_run", "cbs_run"}
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
