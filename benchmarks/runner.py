@@ -235,6 +235,10 @@ def _slots(
             slots.append(
                 _Slot("gdjax[guard=False]", "gdjax", gdjax_mod, {"guard": False})
             )
+        lean = {"guard": False, "step_stats": False}
+        slots.append(
+            _Slot("gdjax[guard=False,step_stats=False]", "gdjax", gdjax_mod, lean)
+        )
         if w.name == "W2":
             slots.append(
                 _Slot("gdjax[shuffle=False]", "gdjax", gdjax_mod, {"shuffle": False})

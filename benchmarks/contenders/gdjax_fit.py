@@ -35,25 +35,30 @@ def regime(w: Workload, shuffle: bool = True) -> gd.Regime:
     return gd.minibatch(w.batch_size, shuffle=False, last_batch="drop")
 
 
-def prepare(w: Workload, *, guard: bool = True, shuffle: bool = True) -> Prepared:
+def prepare(
+    w: Workload, *, guard: bool = True, shuffle: bool = True, step_stats: bool = True
+) -> Prepared:
     if w.is_sweep:
         from benchmarks.contenders import w4_sweep
 
-        return w4_sweep.prepare_sweep(w, guard=guard)
+        return w4_sweep.prepare_sweep(w, guard=guard, step_stats=step_stats)
     loss = w.gd_loss()
     params = jax.tree.map(jnp.asarray, w.params)
     data = (jnp.asarray(w.x), jnp.asarray(w.y))
     tx = gd.sgd(w.learning_rate, momentum=w.momentum or None)
     reg = regime(w, shuffle)
     key = jax.random.key(w.seed)
-    kwargs = dict(key=key, epochs=w.epochs, regime=reg, guard=guard)
+    kwargs = dict(key=key, epochs=w.epochs, regime=reg, guard=guard,
+                  step_stats=step_stats)
 
     def run():
         return jax.block_until_ready(gd.fit(loss, params, data, tx, **kwargs))
 
     def memory():
         # gd.fit's own pieces: the prepared run and its compiled program.
-        stopping, recording, driving = gd.spec.from_options(guard=guard)
+        stopping, recording, driving = gd.spec.from_options(
+            guard=guard, step_stats=step_stats
+        )
         run = gd.runs.prepare(
             loss,
             params,
@@ -73,6 +78,8 @@ def prepare(w: Workload, *, guard: bool = True, shuffle: bool = True) -> Prepare
     notes = []
     if not guard:
         notes.append("guard=False")
+    if not step_stats:
+        notes.append("step_stats=False")
     if not shuffle:
         notes.append("shuffle=False")
     return Prepared(

@@ -50,7 +50,9 @@ def _flatten_members(params, members: int):
     ]
 
 
-def prepare_sweep(w: Workload, *, guard: bool = True) -> Prepared:
+def prepare_sweep(
+    w: Workload, *, guard: bool = True, step_stats: bool = True
+) -> Prepared:
     loss = w.gd_loss()
     data = _data(w)
     init = functools.partial(_init, w.widths)
@@ -62,6 +64,7 @@ def prepare_sweep(w: Workload, *, guard: bool = True) -> Prepared:
         epochs=w.epochs,
         regime=w.regime(),
         guard=guard,
+        step_stats=step_stats,
     )
 
     def run():
@@ -73,7 +76,9 @@ def prepare_sweep(w: Workload, *, guard: bool = True) -> Prepared:
     def memory():
         # gd.sweep's own pieces (gd.members plans and stacks the members,
         # gd.loop.advance_members runs them), on one device as in run().
-        stopping, recording, driving = gd.spec.from_options(guard=guard)
+        stopping, recording, driving = gd.spec.from_options(
+            guard=guard, step_stats=step_stats
+        )
         plan = gd.members.plan_members(
             loss,
             init,
