@@ -452,39 +452,26 @@ def shardings(plan: Plan) -> tuple[Any, Any]:
 def initial_params(plan: Plan) -> tuple[np.ndarray, PyTree]:
     """Each member's run-key data and initial parameters, stacked on the host.
 
-    ``init`` runs eagerly (no program of its own is compiled: its ops are cached
-    by shape, so a new ``init`` function, a fresh lambda, compiles nothing),
-    once under ``jax.vmap`` over the seeds: each op is dispatched once for all
-    seeds rather than once per seed. An ``init`` that cannot be vmapped (host
-    logic on the key's value) runs once per seed instead; both give the same
-    bits.
+    ``init`` runs eagerly, once per seed: its ops are cached by shape, so a new
+    ``init`` function (a fresh lambda) compiles nothing.
     """
-    seeds = plan.seeds.tolist()
-    # seed_keys of every seed at once (vmapped: the same bits, one dispatch).
-    init_keys, run_keys = jax.vmap(seed_keys)(np.asarray(seeds, np.uint32))
-    key_data = np.asarray(jax.random.key_data(run_keys))[plan.member_seed]
+    m_pad = len(plan.member_seed)
+    per_seed = []
+    for s in plan.seeds.tolist():
+        init_key, run_key = seed_keys(s)
+        params = None if plan.init is None else plan.init(init_key)
+        per_seed.append((jax.random.key_data(run_key), params))
+    per_seed = jax.device_get(per_seed)
+    pick = plan.member_seed
+    key_data = np.stack([k for k, _ in per_seed])[pick]
     if plan.init is None:
-        return key_data, broadcast(plan.shared, len(plan.member_seed))
-    stacked = _init_all(plan.init, init_keys)
+        return key_data, broadcast(plan.shared, m_pad)
     # NaN in a member's start fails that member at its first step; say so before
     # the sweep compiles (init ran eagerly, on the host side).
-    for i, s in enumerate(seeds):
-        p = jax.tree.map(lambda a, i=i: a[i], stacked)
+    for s, (_, p) in zip(plan.seeds.tolist(), per_seed, strict=True):
         V.check_params(p, f"init(seed_keys({s})[0])", finite=True)
-    return key_data, jax.tree.map(lambda a: a[plan.member_seed], stacked)
-
-
-def _init_all(init: Callable, init_keys: Key) -> PyTree:
-    """``init`` of every key (a stacked key array), stacked on the host (see
-    :func:`initial_params`)."""
-    try:
-        batched = jax.vmap(init)(init_keys)
-    except Exception:  # noqa: BLE001 - any failure: the plain per-seed loop
-        batched = None
-    if batched is not None:
-        return jax.device_get(batched)
-    each = jax.device_get([init(init_keys[i]) for i in range(init_keys.shape[0])])
-    return jax.tree.map(lambda *xs: np.stack(xs), *each)
+    params = jax.tree.map(lambda *xs: np.stack(xs)[pick], *[p for _, p in per_seed])
+    return key_data, params
 
 
 def member_run(plan: Plan) -> runs.Run:

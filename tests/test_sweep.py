@@ -103,10 +103,11 @@ def test_grid_members_equal_single_fits_with_early_stopping():
         np.testing.assert_array_equal(a, b)
 
 
-def test_init_is_vmapped_over_seeds_or_run_per_seed_with_the_same_bits():
-    """The sweep draws every seed's start in one vmapped eager call; an init
-    that cannot be vmapped (here a callback without a vmap rule) runs seed by
-    seed. Either way member s is the fit from init(seed_keys(s)[0])."""
+def test_member_starts_from_its_own_init_even_one_that_cannot_be_vmapped():
+    """Each seed's init runs eagerly on its own key (no init program: a fresh
+    init function compiles nothing new), so an init that could not run under
+    vmap (here a callback without a vmap rule) works too; member s is the fit
+    from init(seed_keys(s)[0])."""
 
     def callback_init(key):
         half = jax.pure_callback(
