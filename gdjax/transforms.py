@@ -244,8 +244,9 @@ def _zeros(leaf: Any, dtype: Any) -> jax.Array:
         dtype = jax.dtypes.canonicalize_dtype(dtype)
         if math.prod(np.shape(leaf)) * np.dtype(dtype).itemsize <= _HOST_ZEROS_BYTES:
             zeros = np.zeros(np.shape(leaf), dtype)
-            placed = isinstance(leaf, jax.Array) and leaf.committed
-            return jax.device_put(zeros, leaf.sharding if placed else None)
+            if isinstance(leaf, jax.Array) and leaf.committed:
+                return jax.device_put(zeros, leaf.sharding)
+            return jax.device_put(zeros)
     return jnp.zeros_like(leaf, dtype=dtype)
 
 
