@@ -57,7 +57,7 @@ from jax.nn.initializers import (
 from jax.typing import DTypeLike
 
 from gdjax._typing import Initializer, Key, Params, PyTree
-from gdjax._validate import check_float_dtype, check_int, check_key, describe
+from gdjax._validate import check_float_dtype, check_int, check_key, describe, memo
 
 __all__ = [
     "constant",
@@ -162,7 +162,20 @@ def _is_path_rule(fn: Callable) -> bool:
 def _check_draw(
     init: Initializer, shape: tuple[int, ...], dtype: np.dtype, where: str, name: str
 ) -> None:
-    """Traces ``init`` for one leaf (compiling nothing) and rewords its errors."""
+    """Traces ``init`` for one leaf (compiling nothing) and rewords its errors.
+
+    A check that passed is remembered per initializer, shape and dtype (a
+    sweep draws every seed's parameters with the same initializers).
+    """
+    memo(
+        ("init-draw", init, shape, np.dtype(dtype).str),
+        lambda: _trace_draw(init, shape, dtype, where, name),
+    )
+
+
+def _trace_draw(
+    init: Initializer, shape: tuple[int, ...], dtype: np.dtype, where: str, name: str
+) -> bool:
     try:
         # The key is made inside the trace so that nothing runs, let alone compiles.
         out = jax.eval_shape(lambda: init(jax.random.key(0), shape, dtype))
@@ -177,6 +190,7 @@ def _check_draw(
             f"{name} must return an array of shape {shape} and dtype {dtype} for "
             f"{where}, got {describe(out)}."
         )
+    return True
 
 
 def _is_shape(x: Any) -> bool:
