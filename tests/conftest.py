@@ -46,7 +46,11 @@ def pytest_configure(config: pytest.Config) -> None:
     The folder is new for every run: nothing carries over between runs, so
     each run starts from cold caches. A load counts as a compilation for the
     ``compiles`` fixture (a new program was needed either way). Subprocesses
-    started by tests do not use it.
+    started by tests do not use it. A process may read an entry that another
+    is still writing: JAX then warns (ignored in ``pyproject.toml``) and
+    compiles the program itself. (JAX's locked cache, turned on by a size
+    limit, avoids that but made the suite a minute slower: it rescans the
+    folder at every write.)
     """
     folder = os.environ.get(_CACHE_ENV)
     if folder is None:  # the controlling process (or a run without -n)
