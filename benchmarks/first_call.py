@@ -95,31 +95,36 @@ n = x.shape[0]
 b = n if batch is None else batch
 steps = n // b
 jax.block_until_ready(jax.tree.leaves(params))
+def epoch(p, s, k, tx):
+    # One epoch of the optax loop: a lax.scan over the shuffled batches
+    # (xs, ys: the data on the device, put there inside the optax timing).
+    def loss(p, xb, yb):
+        return jnp.mean(per(apply(p, xb), yb))
+    if batch is None:  # full batch: one step on all the data, no order
+        u, s = tx.update(jax.grad(loss)(p, xs, ys), s, p)
+        return optax.apply_updates(p, u), s
+    order = jax.random.permutation(k, n)[: steps * b].reshape(steps, b)
+    def step(c, idx):
+        p, s = c
+        g = jax.grad(loss)(p, xs[idx], ys[idx])
+        u, s = tx.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+    (p, s), _ = jax.lax.scan(step, (p, s), order)
+    return p, s
+regime = gd.full_batch() if batch is None else gd.minibatch(b, last_batch="drop")
 c0 = count[0]
 t0 = time.perf_counter()
 if name == "W4":
     seeds, lrs = list(range(16)), [0.005, 0.01, 0.02, 0.05]
     init = lambda k: gd.init.mlp(k, widths)
 if name == "W4" and who == "gdjax":
-    loss = gd.make_loss(apply, per)
-    r = gd.sweep(loss, init, (x, y), gd.sgd(lrs[0], momentum=momentum), seeds=seeds,
+    r = gd.sweep(gd.make_loss(apply, per), init, (x, y),
+                 gd.sgd(lrs[0], momentum=momentum), seeds=seeds,
                  hyperparams={"learning_rate": lrs}, grid=True, epochs=epochs,
-                 regime=gd.minibatch(b, last_batch="drop"))
+                 regime=regime)
     jax.block_until_ready(r.result.params)
 elif name == "W4":
     xs, ys = jnp.asarray(x), jnp.asarray(y)
-    def loss(p, xb, yb):
-        return jnp.mean(per(apply(p, xb), yb))
-    def epoch(p, s, k, lr):
-        tx = optax.sgd(lr, momentum=momentum)
-        order = jax.random.permutation(k, n)[: steps * b].reshape(steps, b)
-        def step(c, idx):
-            p, s = c
-            g = jax.grad(loss)(p, xs[idx], ys[idx])
-            u, s = tx.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
-        (p, s), _ = jax.lax.scan(step, (p, s), order)
-        return p, s
     seed_arr = jnp.repeat(jnp.arange(len(seeds)), len(lrs))
     lr_arr = jnp.tile(jnp.asarray(lrs, jnp.float32), len(seeds))
     @jax.jit
@@ -129,38 +134,23 @@ elif name == "W4":
         s = jax.vmap(lambda p: optax.sgd(0.1, momentum=momentum).init(p))(p)
         return p, s, keys[:, 1]
     p, s, run_keys = start(seed_arr)
-    vepoch = jax.jit(jax.vmap(epoch))
+    member = lambda p, s, k, lr: epoch(p, s, k, optax.sgd(lr, momentum=momentum))
+    vepoch = jax.jit(jax.vmap(member))
     for e in range(epochs):
         keys = jax.vmap(lambda k: jax.random.fold_in(k, e))(run_keys)
         p, s = vepoch(p, s, keys, lr_arr)
     jax.block_until_ready(p)
 elif who == "gdjax":
-    loss = gd.make_loss(apply, per)
-    regime = gd.full_batch() if batch is None else gd.minibatch(b, last_batch="drop")
-    r = gd.fit(loss, params, (x, y), gd.sgd(0.05, momentum=momentum), key=key,
-               epochs=epochs, regime=regime)
+    r = gd.fit(gd.make_loss(apply, per), params, (x, y),
+               gd.sgd(0.05, momentum=momentum), key=key, epochs=epochs, regime=regime)
     jax.block_until_ready(r.params)
 else:
-    tx = optax.sgd(0.05, momentum=momentum)
     xs, ys = jnp.asarray(x), jnp.asarray(y)
-    def loss(p, xb, yb):
-        return jnp.mean(per(apply(p, xb), yb))
-    @jax.jit
-    def epoch(p, s, k):
-        if batch is None:  # full batch: one step on all the data, no order
-            u, s = tx.update(jax.grad(loss)(p, xs, ys), s, p)
-            return optax.apply_updates(p, u), s
-        order = jax.random.permutation(k, n)[: steps * b].reshape(steps, b)
-        def step(c, idx):
-            p, s = c
-            g = jax.grad(loss)(p, xs[idx], ys[idx])
-            u, s = tx.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
-        (p, s), _ = jax.lax.scan(step, (p, s), order)
-        return p, s
+    tx = optax.sgd(0.05, momentum=momentum)
+    one = jax.jit(lambda p, s, k: epoch(p, s, k, tx))
     p, s = params, tx.init(params)
     for e in range(epochs):
-        p, s = epoch(p, s, jax.random.fold_in(key, e))
+        p, s = one(p, s, jax.random.fold_in(key, e))
     jax.block_until_ready(p)
 print(json.dumps({"seconds": time.perf_counter() - t0, "compiles": count[0] - c0}))
 """

@@ -345,7 +345,8 @@ def gather(data, idx: jax.Array):
     gather rule, so the step holds no bounds code); the regimes never draw one.
     ``jnp.take``'s default instead wraps negative indices and fills
     out-of-range rows with NaN, which puts a compare and a select over the
-    whole batch into every step (about a tenth of a small run's compile time).
+    whole batch into every step (in W2's run program the largest kernel: 53 of
+    about 415 ms of LLVM time).
     """
     return jax.tree.map(lambda a: a.at[idx].get(mode="clip"), data)
 

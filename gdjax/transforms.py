@@ -235,13 +235,12 @@ def _zeros(leaf: Any, dtype: Any) -> jax.Array:
     without compiling. Traced leaves (``init`` under ``jit``, ``vmap`` or
     ``eval_shape``) take ``jnp.zeros_like``.
     """
-    dtype = leaf.dtype if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
+    dtype = jax.dtypes.canonicalize_dtype(leaf.dtype if dtype is None else dtype)
     concrete = isinstance(leaf, np.ndarray) or (
         isinstance(leaf, jax.Array) and not V.is_tracer(leaf)
         and leaf.is_fully_addressable
     )
     if concrete:
-        dtype = jax.dtypes.canonicalize_dtype(dtype)
         if math.prod(np.shape(leaf)) * np.dtype(dtype).itemsize <= _HOST_ZEROS_BYTES:
             zeros = np.zeros(np.shape(leaf), dtype)
             if isinstance(leaf, jax.Array) and leaf.committed:

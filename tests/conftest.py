@@ -69,8 +69,8 @@ def pytest_collection_modifyitems(
             item.add_marker(pytest.mark.slow)
     if config.getoption("--runslow"):
         return
-    keep = [item for item in items if item.get_closest_marker("slow") is None]
-    dropped = [item for item in items if item.get_closest_marker("slow") is not None]
+    dropped = [item for item in items if item.get_closest_marker("slow")]
+    keep = [item for item in items if item not in dropped]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

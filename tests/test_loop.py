@@ -735,25 +735,40 @@ def test_turning_the_plateau_criterion_on_does_not_recompile(compiles):
     assert on.stopped_by == gd.Status.NO_IMPROVEMENT and int(on.epoch) < 30
 
 
-def test_step_stats_off_takes_the_same_steps_and_records_no_loss():
+def _sum_loss(p, batch):  # hand-written, sum-reduced
+    xb, yb = batch
+    return 0.5 * jnp.sum((xb @ p["w"] - yb) ** 2)
+
+
+@pytest.mark.parametrize("loss, x64", [(ls_loss, False), (_sum_loss, True)],
+                         ids=["ls_loss float32", "hand-written sum float64"])
+def test_step_stats_off_takes_the_same_steps_and_records_no_loss(loss, x64):
     """step_stats=False takes jax.grad alone: the same parameters as the run
     that also computes each step's loss and gradient norm, NaN in those two
     history series, and what would read them refused before compiling."""
+    with jax.enable_x64(x64):
+        _step_stats_off(loss, jnp.float64 if x64 else jnp.float32)
+
+
+def _step_stats_off(loss, dtype):
     data, *_ = least_squares_problem(n=41)
-    tx = gd.sgd(0.05, momentum=0.9)
+    data = jax.tree.map(lambda a: np.asarray(a, dtype), data)
+    tx = gd.sgd(0.05 if dtype == jnp.float32 else 0.01, momentum=0.9)
     kw = dict(key=KEY, epochs=4, regime=gd.minibatch(4, last_batch="drop"),
               guard=False)
-    full = gd.fit(ls_loss, zeros_params(4), data, tx, **kw)
-    lean = gd.fit(ls_loss, zeros_params(4), data, tx, step_stats=False, **kw)
+    start = {"w": np.zeros(4, dtype)}
+    full = gd.fit(loss, start, data, tx, **kw)
+    lean = gd.fit(loss, start, data, tx, step_stats=False, **kw)
+    assert lean.params["w"].dtype == dtype
     np.testing.assert_allclose(lean.params["w"], full.params["w"], rtol=1e-6)
     assert int(lean.steps) == int(full.steps) == 40 and int(lean.epoch) == 4
     assert lean.stopped_by == gd.Status.MAX_EPOCHS
     assert np.isnan(lean.history.loss).all() and np.isnan(lean.history.grad_norm).all()
     assert np.isfinite(full.history.loss).all()
     # A metric still works (evaluated after each epoch, not per step).
-    metric = gd.fit(ls_loss, zeros_params(4), data, tx, step_stats=False,
-                    metric=ls_loss, **kw)
-    np.testing.assert_allclose(metric.history.metric[-1], ls_loss(lean.params, data),
+    metric = gd.fit(loss, start, data, tx, step_stats=False,
+                    metric=loss, **kw)
+    np.testing.assert_allclose(metric.history.metric[-1], loss(lean.params, data),
                                rtol=1e-5)
     for extra, names in [
         (dict(guard=True), "guard"),
@@ -763,9 +778,9 @@ def test_step_stats_off_takes_the_same_steps_and_records_no_loss():
     ]:
         opts = {**kw, **extra}
         with pytest.raises(ValueError, match=f"step_stats=False.*{names}"):
-            gd.fit(ls_loss, zeros_params(4), data, tx, step_stats=False, **opts)
+            gd.fit(loss, start, data, tx, step_stats=False, **opts)
     with pytest.raises(TypeError, match="step_stats"):
-        gd.fit(ls_loss, zeros_params(4), data, tx, step_stats="no", **kw)
+        gd.fit(loss, start, data, tx, step_stats="no", **kw)
 
 
 def test_tiny_steps_of_a_lean_run_unroll_four():
@@ -783,3 +798,34 @@ def test_tiny_steps_of_a_lean_run_unroll_four():
     assert runs.TINY_STEP < 4 * 40 * 2 <= runs.UNROLL_STEP
     data, *_ = least_squares_problem(n=80)
     assert program(80).unroll == 2
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_first_fit_from_cold_caches_compiles_one_program(dtype, compiles):
+    """A fresh process's first fit builds one program: the run. No eager op on
+    the host side compiles (checks, the momentum state, the key), for a
+    hand-written sum-reduced loss on an MLP, float32 or float64, odd n."""
+    from gdjax import _validate as V
+
+    with jax.enable_x64(dtype == jnp.float64):
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(37, 5)).astype(dtype)
+        y = rng.normal(size=(37,)).astype(dtype)
+        params = jax.tree.map(
+            lambda a: np.asarray(a, dtype),
+            gd.init.mlp(jax.random.key(0), [5, 7, 1], dtype=dtype),
+        )
+
+        def loss(p, batch):  # sum-reduced, written by hand
+            xb, yb = batch
+            return 0.5 * jnp.sum((gd.models.mlp(p, xb)[:, 0] - yb) ** 2)
+
+        key = jax.random.key(1)
+        jax.clear_caches()
+        V.clear_memo()
+        with compiles() as c:
+            r = gd.fit(loss, params, (x, y), gd.sgd(0.01, momentum=0.9), key=key,
+                       epochs=3, regime=gd.minibatch(8, last_batch="drop"))
+            jax.block_until_ready(r.params)
+        assert c.count == 1
+        assert r.history.loss.dtype == dtype and np.isfinite(r.history.loss).all()
