@@ -646,7 +646,7 @@ def fit_auto_step(
             state = state._replace(
                 opt_state=transforms.set_hyperparams(state.opt_state, learning_rate=eta)
             )
-        return loop.advance(program, state, inputs, epoch_limit)
+        return runs.advance(program, state, inputs, epoch_limit)
 
     state = runs.drive(
         run, advance=advance, driving=dataclasses.replace(driving, chunk_epochs=k)

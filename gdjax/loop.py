@@ -171,6 +171,12 @@ class Program(NamedTuple):
     unroll: int = 1
     bounded: bool = True
     step_stats: bool = True
+    replay: bool = True
+
+
+REPLAY = -1
+"""The status of a run whose last epoch a fast program (``replay=False``)
+handed back unrun: its state is that before the epoch. Never in a result."""
 
 
 class StepCarry(NamedTuple):
@@ -278,6 +284,22 @@ def leaf_flags(tree: PyTree) -> jax.Array:
     )
 
 
+def all_finite(tree: PyTree) -> jax.Array:
+    r"""Are all the entries of all the leaves of ``tree`` finite? (a bool scalar)
+
+    One reduction per leaf: :math:`x \cdot 0` is 0 for a finite :math:`x`
+    and NaN for :math:`\pm\infty` or NaN, and a sum of zeros cannot
+    overflow, so :math:`\sum x \cdot 0` is finite exactly when every entry
+    is. (``jnp.all(jnp.isfinite(x))`` compiles to three kernels per leaf on
+    CPU: the test, a split reduction and its tail.)
+    """
+    flags = [
+        jnp.isfinite(jnp.sum(x * jnp.zeros((), x.dtype)))
+        for x in jax.tree_util.tree_leaves(tree)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
+
+
 def first_bad_leaf(tree: PyTree) -> jax.Array:
     """Index of the first leaf holding a NaN or inf (-1 if none)."""
     flags = leaf_flags(tree)
@@ -299,7 +321,7 @@ def step_verdict(
     grad_ok = jax.lax.cond(
         jnp.isfinite(gnorm), lambda: jnp.bool_(True), lambda: jnp.all(leaf_flags(grads))
     )
-    par_ok = jnp.all(leaf_flags(new_params))
+    par_ok = all_finite(new_params)
     ok = loss_ok & grad_ok & par_ok
     why = jnp.where(
         ~loss_ok,
@@ -411,29 +433,43 @@ def train_step(
     ), None
 
 
-def fast_epoch(
-    program: Program, inputs: Inputs, carry: StepCarry, xs: tuple
-) -> StepCarry:
-    """One epoch of tiny steps: unchecked, tested once, replayed checked if needed.
+def clean_epoch(program: Program, inputs: Inputs, fast: StepCarry) -> jax.Array:
+    """Would the checked steps have rejected none of the epoch's steps?
 
     A non-finite loss or gradient leaves a non-finite sum, and non-finite
-    parameters stay non-finite (p + u is inf or NaN once p is), so a clean
-    epoch is one in which the checked step would have rejected nothing: both
-    give the same result. Otherwise (a NaN, or the max_steps budget ending
-    inside the epoch) the epoch is replayed step by step with the checks. The
-    replay sits in a while_loop, not a cond, so that under vmap (a sweep) it
-    runs only when some member needs it.
+    parameters stay non-finite (p + u is inf or NaN once p is), so an epoch
+    run unchecked is clean if its sums and parameters are finite (with the
+    guard on) and it stayed within ``max_steps``: the checked steps would
+    then give the same result, bit for bit.
     """
-    fast_step = functools.partial(train_step, program, inputs, checked=False)
-    checked_step = functools.partial(train_step, program, inputs)
-    fast, _ = jax.lax.scan(fast_step, carry, xs, unroll=program.unroll)
-    if not (program.guard or program.bounded):
-        return fast  # nothing could need the checked replay
     clean = fast.steps <= inputs.criteria.max_steps
     if program.guard:
         clean = clean & jnp.isfinite(fast.loss_sum) & jnp.isfinite(fast.grad_norm_sum)
-        clean = clean & jnp.all(leaf_flags(fast.params))
-    replay = (carry.status == Status.RUNNING) & ~clean
+        clean = clean & all_finite(fast.params)
+    return clean
+
+
+def fast_epoch(
+    program: Program, inputs: Inputs, carry: StepCarry, xs: tuple
+) -> tuple[StepCarry, jax.Array | None]:
+    """One epoch of tiny steps: unchecked, tested once, replayed checked if needed.
+
+    Returns ``(carry, trouble)``. The epoch runs unchecked; if it is not
+    :func:`clean_epoch` (a NaN, or the ``max_steps`` budget ending inside it)
+    it is replayed step by step with the checks. The replay sits in a
+    while_loop, not a cond, so that under vmap (a sweep) it runs only when
+    some member needs it; ``trouble`` is then None. With ``program.replay``
+    off the replay is left out and ``trouble`` says whether the epoch needs
+    it (:func:`run_epochs` hands it back, :data:`REPLAY`).
+    """
+    fast_step = functools.partial(train_step, program, inputs, checked=False)
+    fast, _ = jax.lax.scan(fast_step, carry, xs, unroll=program.unroll)
+    if not (program.guard or program.bounded):
+        return fast, None  # nothing could need the checked replay
+    replay = (carry.status == Status.RUNNING) & ~clean_epoch(program, inputs, fast)
+    if not program.replay:
+        return fast, replay
+    checked_step = functools.partial(train_step, program, inputs)
 
     def checked_epoch(todo_and_carry):
         del todo_and_carry
@@ -441,11 +477,15 @@ def fast_epoch(
         return jnp.zeros((), bool), again
 
     _, out = jax.lax.while_loop(lambda tc: tc[0], checked_epoch, (replay, fast))
-    return out
+    return out, None
 
 
-def run_epoch(program: Program, inputs: Inputs, state: RunState) -> StepCarry:
-    """The steps of epoch ``state.epoch + 1``, from its batches to its sums."""
+def run_epoch(
+    program: Program, inputs: Inputs, state: RunState
+) -> tuple[StepCarry, jax.Array | None]:
+    """The steps of epoch ``state.epoch + 1``, from its batches to its sums,
+    and whether the epoch must be handed back (:func:`fast_epoch`; None when
+    it cannot be)."""
     idx, w = batching.epoch_batches(
         program.regime, program.plan, inputs.key, state.epoch
     )
@@ -468,7 +508,7 @@ def run_epoch(program: Program, inputs: Inputs, state: RunState) -> StepCarry:
     carry, _ = jax.lax.scan(
         functools.partial(train_step, program, inputs), carry, (idx, w)
     )
-    return carry
+    return carry, None
 
 
 # ---------------------------------------------------------------- record, verdict
@@ -597,13 +637,24 @@ def run_epochs(
     """Advance ``state`` until it stops or has run ``epoch_limit`` epochs.
 
     Pure and jittable: :func:`advance` jits it, :func:`advance_members` jits
-    its ``vmap`` over the members of a sweep.
+    its ``vmap`` over the members of a sweep. A fast program with
+    ``replay=False`` stops at an epoch in trouble and hands it back: the state
+    before it, with status :data:`REPLAY`.
     """
 
     def body(state: RunState) -> RunState:
-        carry = run_epoch(program, inputs, state)
+        carry, trouble = run_epoch(program, inputs, state)
         history = record_epoch(program, inputs, state, carry)
-        return epoch_verdict(program, inputs, state, carry, history)
+        after = epoch_verdict(program, inputs, state, carry, history)
+        if trouble is None:
+            return after
+        # The history row is left as written: the replay of the epoch writes
+        # the same row again. A cond, not a select: its branches are copies,
+        # which compile to no kernels (W3's program: 0.1 s less to compile).
+        handed_back = state._replace(
+            history=after.history, status=jnp.int32(REPLAY)
+        )
+        return jax.lax.cond(trouble, lambda: handed_back, lambda: after)
 
     def going(state: RunState) -> jax.Array:
         return (state.status == Status.RUNNING) & (state.epoch < epoch_limit)
@@ -665,6 +716,7 @@ def initial_state(
 
 __all__ = [
     "MEMBER_AXES",
+    "REPLAY",
     "History",
     "Inputs",
     "Program",
@@ -673,6 +725,8 @@ __all__ = [
     "advance",
     "advance_donated",
     "advance_members",
+    "all_finite",
+    "clean_epoch",
     "declared_step",
     "epoch_means",
     "epoch_verdict",

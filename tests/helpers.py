@@ -55,3 +55,19 @@ def assert_lines_inside_limits(axes) -> None:
             x, y = x[keep], y[keep]
             assert x.size == 0 or (x0 <= x.min() and x.max() <= x1), line
             assert y.size == 0 or (y0 <= y.min() and y.max() <= y1), line
+
+
+def check_every_step(monkeypatch) -> None:
+    """Make ``gd.fit`` check every step: no fast path, in the program or on
+    the host (``runs.single_program`` as prepared, ``FAST_STEP`` below any
+    step). The reference the fast paths must equal bit for bit."""
+    from gdjax import runs
+
+    monkeypatch.setattr(runs, "FAST_STEP", -1)
+    monkeypatch.setattr(runs, "single_program", lambda program: program)
+
+
+def assert_trees_equal(a, b) -> None:
+    """Every leaf of ``a`` bitwise equal to ``b``'s (NaN equal to NaN)."""
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(u, v)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import least_squares_problem, ls_loss, zeros_params
+from helpers import assert_trees_equal, least_squares_problem, ls_loss, zeros_params
 
 import gdjax as gd
 from gdjax import guard, pieces
@@ -40,11 +40,6 @@ def own_loop(tx, data, epochs, n=40):
         return jax.lax.scan(epoch, carry, jnp.arange(1, epochs + 1))[0]
 
     return run(zeros_params(4))
-
-
-def assert_trees_equal(a, b):
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(u, v)
 
 
 @pytest.mark.parametrize("bad_step", [0, 7])

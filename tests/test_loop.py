@@ -1,11 +1,20 @@
 """gdjax.fit: oracles for the compiled training loop and its stopping criteria."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import least_squares_problem, ls_loss, ls_value, zeros_params
+from helpers import (
+    assert_trees_equal,
+    check_every_step,
+    least_squares_problem,
+    ls_loss,
+    ls_value,
+    zeros_params,
+)
 
 import gdjax as gd
 from gdjax import batching, loop, runs
@@ -609,7 +618,7 @@ def test_epoch_level_fast_path_equals_per_step_checks(bad_step, monkeypatch):
 
     assert program().fast  # 4 examples x 4 parameters: a tiny step
     fast = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
-    monkeypatch.setattr(runs, "FAST_STEP", -1)  # every step checked
+    check_every_step(monkeypatch)
     assert not program().fast
     slow = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
@@ -645,11 +654,89 @@ def test_fast_path_without_guard_or_budget_skips_the_replay(monkeypatch):
 
     assert whiles() < whiles(max_steps=10**6)
     fast = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
-    monkeypatch.setattr(runs, "FAST_STEP", -1)  # every step checked
+    check_every_step(monkeypatch)
     slow = gd.fit(ls_loss, zeros_params(4), (x, y), tx, **kw)
     assert not np.isfinite(np.asarray(fast.params["w"])).all()
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("width", [None, 300], ids=["tiny-step", "wide-step"])
+@pytest.mark.parametrize("trips", [False, True], ids=["clean", "nan-in-epoch-3"])
+def test_host_replay_equals_per_step_checks(trips, width, monkeypatch, compiles):
+    """A single guarded run without max_steps compiles the fast program
+    without its replay, whatever its step's size: an epoch in trouble comes
+    back unrun and the checked program (compiled then, and only then) runs
+    it. Bitwise the run that checks every step: parameters, momentum,
+    history, status, steps, for a hand-written sum loss in float64 on an odd
+    n, in chunks and donated too; the internal REPLAY status never shows.
+    The loss turns NaN once the trained weights' norm passes its value after
+    3 epochs of a clean run: in a later epoch, not the first."""
+    head = "w" if width is None else "u"
+
+    def sum_loss(p, batch, limit=np.inf):  # sum-reduced, as a user writes it
+        x, y = batch
+        h = x @ p["w"] if width is None else jnp.tanh(x @ p["v"]) @ p["u"]
+        trip = jnp.where(jnp.linalg.norm(p[head]) > limit, jnp.nan, 0.0)
+        return jnp.sum((h - y) ** 2) / 8.0 + trip
+
+    with jax.enable_x64(True):
+        (x, y), *_ = least_squares_problem(n=41, dtype=np.float64)
+        rng = np.random.default_rng(3)
+        params = (
+            {"w": np.zeros(4)}
+            if width is None
+            else {"v": rng.normal(size=(4, width)) / 4, "u": np.zeros(width)}
+        )
+        tx = gd.sgd(0.002, momentum=0.9)
+        kw = dict(key=KEY, epochs=8, regime=gd.minibatch(4, last_batch="drop"))
+        loss = sum_loss
+        if trips:
+            three = gd.fit(sum_loss, params, (x, y), tx, **{**kw, "epochs": 3})
+            limit = 0.999 * np.linalg.norm(three.params[head])
+            loss = functools.partial(sum_loss, limit=limit)
+        seen = []
+        with compiles() as c:
+            fast = gd.fit(loss, params, (x, y), tx, **kw)
+        assert c.count == (2 if trips else 1)
+        chunked = gd.fit(loss, params, (x, y), tx, chunk_epochs=1, donate=True,
+                         callback=lambda r: seen.append(int(r.status)), **kw)
+        check_every_step(monkeypatch)
+        slow = gd.fit(loss, params, (x, y), tx, **kw)
+    for r in (fast, chunked):
+        assert_trees_equal(jax.device_get(r.state), jax.device_get(slow.state))
+    assert min(seen) >= 0 and len(seen) == slow.epoch
+    if trips:
+        assert slow.stopped_by == gd.Status.NONFINITE_LOSS and 2 <= slow.epoch <= 4
+        assert slow.steps < 10 * slow.epoch
+    else:
+        assert slow.epoch == 8 and slow.stopped_by == gd.Status.MAX_EPOCHS
+
+
+def test_single_program_leaves_the_replay_out():
+    """Without max_steps a single run's program has no replay (fewer while
+    loops than the prepared one, which keeps it for sweeps); with max_steps
+    the last epoch needs it and it stays."""
+    (x, y), *_ = least_squares_problem(n=41)
+
+    def program(**extra):
+        stop, rec, drive = gd.spec.from_options(**extra)
+        run = runs.prepare(
+            ls_loss, zeros_params(4), (x, y), gd.sgd(0.05), key=KEY, epochs=3,
+            regime=gd.minibatch(4, last_batch="drop"), stopping=stop,
+            recording=rec, driving=drive,
+        )
+        return run, runs.single_program(run.program)
+
+    def whiles(run, program):
+        lowered = loop.advance.lower(program, run.state, run.inputs, np.int32(3))
+        return lowered.as_text().count("stablehlo.while")
+
+    run, single = program()
+    assert run.program.replay and not single.replay and single.fast
+    assert whiles(run, single) < whiles(run, run.program)
+    run, single = program(max_steps=10)
+    assert single == run.program
 
 
 # ------------------------------------------------------------------- 0.2 rules

@@ -10,10 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import least_squares_problem, ls_loss, zeros_params
+from helpers import (
+    assert_trees_equal,
+    check_every_step,
+    least_squares_problem,
+    ls_loss,
+    zeros_params,
+)
 
 import gdjax as gd
-from gdjax import batching, pieces, runs
+from gdjax import batching, pieces
 from gdjax.errors import GdjaxTypeError, GdjaxValueError
 from gdjax.loss_forms import keyed, stateful  # gd.keyed, gd.stateful
 
@@ -56,11 +62,6 @@ def own_fit(loss, params, data, transform, *, key, epochs, regime):
 def digits_subset(n=200):
     (x, y), _ = gd.datasets.digits()
     return jnp.asarray(x[:n], jnp.float32), jnp.asarray(y[:n])
-
-
-def assert_trees_equal(a, b):
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(u, v)
 
 
 REGIMES = [
@@ -118,7 +119,7 @@ def test_own_loop_is_fit_bitwise_for_declared_losses(loss, monkeypatch):
     params = gd.init.mlp(jax.random.key(1), [64, 10])
     kw = dict(key=KEY, epochs=2, regime=gd.minibatch(40))  # 200 = 5 x 40
     fast = gd.fit(loss, params, data, gd.sgd(0.1), **kw)
-    monkeypatch.setattr(runs, "FAST_STEP", -1)
+    check_every_step(monkeypatch)
     checked = gd.fit(loss, params, data, gd.sgd(0.1), **kw)
     state, (loss_rows, _) = own_fit(loss, params, data, gd.sgd(0.1), **kw)
     for r in (fast, checked):
@@ -135,7 +136,7 @@ def test_own_loop_is_fit_bitwise_with_per_step_checks(monkeypatch):
     data = digits_subset()
     loss = gd.make_loss(gd.models.mlp, gd.losses.softmax_cross_entropy)
     params = gd.init.mlp(jax.random.key(2), [64, 16, 10])
-    monkeypatch.setattr(runs, "FAST_STEP", -1)
+    check_every_step(monkeypatch)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
     kw = dict(key=KEY, epochs=2, regime=gd.minibatch(64))
     r = gd.fit(loss, params, data, tx, **kw)
