@@ -21,9 +21,14 @@ compiled once (:data:`gdjax.loop.advance_members`) over a flat member axis,
 with the data :math:`D` unbatched (one copy, never one per member). A swept
 number is an array in the member's optimizer state
 (``optax.inject_hyperparams``) or in its :class:`~gdjax.stopping.Criteria`, so
-new values reuse the program. The initial parameters are drawn on the host
-side, seed by seed (eager ops, cached by shape), so a new ``init`` function
-(an inline lambda) compiles nothing.
+new values reuse the program. The initial parameters are drawn seed by seed
+by one compiled program (:func:`start_program`: the keys and ``init``),
+remembered by what ``init`` traces to, so a new ``init`` function that does
+the same (an inline lambda) compiles nothing. Compiled, ``init`` gives
+``jax.jit(init)(init_key)``: bit for bit ``init(init_key)`` for JAX's and
+gdjax's initializers, and possibly an ulp apart where ``init`` does its own
+arithmetic on the draws (XLA fuses it); pass ``jax.jit(init)(init_key)`` to
+``fit`` to reproduce a member bit for bit.
 
 Devices: with several devices the member axis is sharded over a mesh
 ``("members",)``; the data is replicated. The member count is padded to a
@@ -35,8 +40,10 @@ the learning-rate range test.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import hashlib
 import inspect
 import itertools
 import numbers
@@ -44,6 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.extend
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -449,49 +457,107 @@ def shardings(plan: Plan) -> tuple[Any, Any]:
     return NamedSharding(plan.mesh, P(MEMBER_AXIS)), NamedSharding(plan.mesh, P())
 
 
-def initial_params(plan: Plan) -> tuple[np.ndarray, PyTree]:
-    """Each member's run-key data and initial parameters, stacked on the host.
+_START_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_START_PROGRAMS_KEPT = 32
 
-    ``init`` runs eagerly, once per seed: its ops are cached by shape, so a new
-    ``init`` function (a fresh lambda) compiles nothing.
+
+def _fingerprint(consts: list) -> tuple:
+    def one(c: Any) -> tuple:
+        if isinstance(c, (jax.Array, np.ndarray, np.generic)):
+            a = np.asarray(jax.device_get(c))
+            return (a.dtype.str, a.shape, hashlib.sha1(a.tobytes()).hexdigest())
+        return (type(c).__name__, repr(c))
+
+    return tuple(one(c) for c in consts)
+
+
+def start_program(init: Callable | None) -> Callable:
+    """``seed -> (run-key data, init(init_key))`` compiled (:func:`seed_keys`):
+    one program for every seed of a sweep, and for every ``init`` that traces
+    to the same program.
+
+    The program is remembered by what it traces to (its jaxpr's text and the
+    values of its constants), not by the ``init`` function object: a fresh
+    ``lambda k: gd.init.mlp(k, widths)`` at every call of a notebook cell
+    finds the program the last one compiled. (Op by op, the keys and ``init``
+    compiled a program per op and shape at a first sweep: 16 for W4's MLP,
+    1.0 s; as one program, 0.6 s.) With ``init=None`` (shared parameters) it
+    draws the keys alone.
     """
-    m_pad = len(plan.member_seed)
+
+    def start(seed: jax.Array) -> tuple[jax.Array, Params | None]:
+        init_key, run_key = seed_keys(seed)
+        params = None if init is None else init(init_key)
+        return jax.random.key_data(run_key), params
+
+    seed = jax.ShapeDtypeStruct((), np.uint32)
+    closed, out_shape = jax.make_jaxpr(start, return_shape=True)(seed)
+    treedef = jax.tree.structure(out_shape)
+    name = (str(closed.jaxpr), treedef, _fingerprint(closed.consts))
+    hit = _START_PROGRAMS.get(name)
+    if hit is None:
+        flat = jax.jit(jax.extend.core.jaxpr_as_fun(closed))
+
+        def hit(seed: np.uint32) -> tuple[jax.Array, Params | None]:
+            return jax.tree.unflatten(treedef, flat(seed))
+
+        _START_PROGRAMS[name] = hit
+        if len(_START_PROGRAMS) > _START_PROGRAMS_KEPT:
+            _START_PROGRAMS.popitem(last=False)
+    else:
+        _START_PROGRAMS.move_to_end(name)
+    return hit
+
+
+def initial_state(plan: Plan) -> tuple[np.ndarray, PyTree, PyTree]:
+    """Each member's run-key data, initial parameters and transform state,
+    stacked on the host (a leading member axis).
+
+    Per seed: the keys and ``init`` as one compiled program
+    (:func:`start_program`), then the transform's ``init`` eagerly on that
+    seed's concrete parameters: :func:`gdjax.sgd`'s state of a concrete leaf
+    is NumPy zeros, which compile nothing (vmapped over the stacked members it
+    compiled a broadcast per shape).
+    """
+    start = start_program(plan.init)
     per_seed = []
     for s in plan.seeds.tolist():
-        init_key, run_key = seed_keys(s)
-        params = None if plan.init is None else plan.init(init_key)
-        per_seed.append((jax.random.key_data(run_key), params))
+        run_key, params = start(np.uint32(s))
+        opt_state = None if params is None else plan.transform_init(params)
+        per_seed.append((run_key, params, opt_state))
     per_seed = jax.device_get(per_seed)
     pick = plan.member_seed
-    key_data = np.stack([k for k, _ in per_seed])[pick]
+    key_data = np.stack([k for k, _, _ in per_seed])[pick]
     if plan.init is None:
-        return key_data, broadcast(plan.shared, m_pad)
+        m = len(pick)
+        opt_state = jax.device_get(plan.transform_init(plan.shared))
+        return key_data, broadcast(plan.shared, m), broadcast(opt_state, m)
     # NaN in a member's start fails that member at its first step; say so before
-    # the sweep compiles (init ran eagerly, on the host side).
-    for s, (_, p) in zip(plan.seeds.tolist(), per_seed, strict=True):
+    # the sweep compiles.
+    for s, (_, p, _) in zip(plan.seeds.tolist(), per_seed, strict=True):
         V.check_params(p, f"init(seed_keys({s})[0])", finite=True)
-    params = jax.tree.map(lambda *xs: np.stack(xs)[pick], *[p for _, p in per_seed])
-    return key_data, params
+
+    def stack(i: int) -> PyTree:
+        trees = [seed[i] for seed in per_seed]
+        return jax.tree.map(lambda *xs: np.stack(xs)[pick], *trees)
+
+    return key_data, stack(1), stack(2)
 
 
 def member_run(plan: Plan) -> runs.Run:
     """The stacked initial state and inputs of a plan, on the devices."""
     run = plan.run
     shard, rep = shardings(plan)
-    key_data, params = initial_params(plan)
+    key_data, params, opt_state = initial_state(plan)
     # sharding.place, not jax.device_put: across processes device_put checks
     # that every process holds equal values, and the NaN of an unwritten
     # history never equals itself.
     put = functools.partial(sharding.place, sharding=shard)
     params = put(params)
-    # Eagerly, op by op: a transform's init is a few zeros_like whose tiny
-    # programs are cached by shape, whereas a jit keyed on transform.init
-    # would recompile for every gd.sgd(...) instance.
-    opt_state = jax.vmap(plan.transform_init)(params)
     if plan.hyperparams:
         opt_state = transforms.set_hyperparams(opt_state, **plan.hyperparams)
-    # A copy: the run donates its state, and an optimizer state may hold the
-    # very arrays it was given (params) or share one array between leaves.
+    # A copy: the run donates its state, and an optimizer state may share one
+    # array between leaves.
     opt_state = put(opt_state, copy=True)
     names = tuple(name for name, _ in plan.recording.monitors)
     rows = runs.rows(run.program.epochs, plan.recording)
@@ -680,13 +746,14 @@ __all__ = [
     "combine_points",
     "execute",
     "freeze",
-    "initial_params",
+    "initial_state",
     "member_run",
     "outer_points",
     "plan_members",
     "reshape",
     "seed_keys",
     "shardings",
+    "start_program",
     "sweep_axes",
     "to_host",
 ]

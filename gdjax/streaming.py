@@ -439,7 +439,9 @@ def sweep_stream(
     run as ``vmap`` of :func:`fit_stream`'s epoch program, with the batches an
     unbatched argument: the stream is read once, whatever the number of
     members. Member :math:`(s, h)` equals ``fit_stream(loss,
-    init(seed_keys(s)[0]), same batches, transform, hyperparams=h, ...)``.
+    init(seed_keys(s)[0]), same batches, transform, hyperparams=h, ...)`` (to
+    float tolerance; bit for bit from ``jax.jit(init)``, as for
+    :func:`gdjax.sweep`).
 
     Args:
       loss, init, transform, seeds, hyperparams, grid, val_data, devices: as

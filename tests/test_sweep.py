@@ -278,6 +278,70 @@ def test_fresh_init_lambda_compiles_nothing_the_second_time(compiles):
         np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_first_sweep_from_cold_caches_builds_two_programs(dtype, compiles):
+    """A first sweep (an MLP init lambda, momentum, a hand-written sum loss,
+    odd n) compiles two programs: the members' start (keys and init, one
+    program for every seed) and the run. Op by op it was 18 (W4). Each
+    member still equals the single fit from ``init(seed_keys(s)[0])``."""
+    from gdjax import _validate as V
+
+    with jax.enable_x64(dtype == np.float64):
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=(37, 3)).astype(dtype)
+        y = np.sin(x[:, 0]).astype(dtype)
+
+        def loss(p, batch):
+            xb, yb = batch
+            return 0.5 * jnp.sum((gd.models.mlp(p, xb)[:, 0] - yb) ** 2)
+
+        def init(k):
+            return gd.init.mlp(k, [3, 7, 1], dtype=dtype)
+
+        tx = gd.sgd(0.01, momentum=0.9)
+        kw = dict(epochs=2, regime=gd.minibatch(4, last_batch="drop"))
+        jax.clear_caches()
+        V.clear_memo()
+        with compiles() as c:
+            r = sweep(loss, init, (x, y), tx, seeds=[0, 5, 9],
+                      hyperparams={"learning_rate": [0.01, 0.02]}, grid=True, **kw)
+            jax.block_until_ready(r.result.params)
+        assert c.count == 2
+        init_key, run_key = seed_keys(9)
+        single = gd.fit(loss, init(init_key), (x, y), gd.sgd(0.02, momentum=0.9),
+                        key=run_key, **kw)
+    member = r.member(seed=9, learning_rate=0.02)
+    assert r.result.params[0]["w"].dtype == dtype
+    for u, v in zip(jax.tree.leaves(member.params), jax.tree.leaves(single.params),
+                    strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_start_programs_are_told_apart_by_their_constants(compiles):
+    """The members' start program is shared by inits that trace alike, so it
+    must tell apart two inits that differ only in an array they close over:
+    each sweep starts from its own array, and the second compiles anew. The
+    start is jax.jit(init)(init_key) bit for bit (eager, this init's own
+    add after a draw may round an ulp apart: XLA fuses it)."""
+    bases = [np.arange(4.0, dtype=np.float32), -np.arange(4.0, dtype=np.float32)]
+
+    def make_init(base):
+        return lambda k: {"w": base + 0.1 * jax.random.normal(k, (4,))}
+
+    kw = dict(seeds=[0, 1], epochs=1, regime=gd.minibatch(8))
+    starts = []
+    for base in bases:
+        with compiles() as c:
+            r = sweep(ls_loss, make_init(base), DATA, gd.sgd(1e-30), **kw)
+        starts.append(c.count)
+        for s in (0, 1):  # a step of 1e-30 rounds away: the end is the start
+            np.testing.assert_array_equal(
+                r.member(seed=s).params["w"],
+                jax.jit(make_init(base))(seed_keys(s)[0])["w"],
+            )
+    assert starts[1] >= 1  # a start program of its own (the run is shared)
+
+
 def test_data_is_not_replicated_per_member():
     rng = np.random.default_rng(0)
     n, d = 4096, 16
