@@ -485,7 +485,7 @@ def start_program(init: Callable | None) -> Callable:
     draws the keys alone.
     """
 
-    def start(seed: jax.Array) -> tuple[jax.Array, Params | None]:
+    def start(seed: Any) -> tuple[jax.Array, Params | None]:
         init_key, run_key = seed_keys(seed)
         params = None if init is None else init(init_key)
         return jax.random.key_data(run_key), params
@@ -494,19 +494,19 @@ def start_program(init: Callable | None) -> Callable:
     closed, out_shape = jax.make_jaxpr(start, return_shape=True)(seed)
     treedef = jax.tree.structure(out_shape)
     name = (str(closed.jaxpr), treedef, _fingerprint(closed.consts))
-    hit = _START_PROGRAMS.get(name)
-    if hit is None:
-        flat = jax.jit(jax.extend.core.jaxpr_as_fun(closed))
-
-        def hit(seed: np.uint32) -> tuple[jax.Array, Params | None]:
-            return jax.tree.unflatten(treedef, flat(seed))
-
-        _START_PROGRAMS[name] = hit
-        if len(_START_PROGRAMS) > _START_PROGRAMS_KEPT:
-            _START_PROGRAMS.popitem(last=False)
-    else:
+    found = _START_PROGRAMS.get(name)
+    if found is not None:
         _START_PROGRAMS.move_to_end(name)
-    return hit
+        return found
+    flat = jax.jit(jax.extend.core.jaxpr_as_fun(closed))
+
+    def program(seed: np.uint32) -> tuple[jax.Array, Params | None]:
+        return jax.tree.unflatten(treedef, flat(seed))
+
+    _START_PROGRAMS[name] = program
+    if len(_START_PROGRAMS) > _START_PROGRAMS_KEPT:
+        _START_PROGRAMS.popitem(last=False)
+    return program
 
 
 def initial_state(plan: Plan) -> tuple[np.ndarray, PyTree, PyTree]:
