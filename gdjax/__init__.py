@@ -32,7 +32,7 @@ from gdjax import (
 )
 from gdjax._sweep import sweep
 from gdjax.batching import Regime, full_batch, minibatch, stochastic
-from gdjax.cache import enable_compilation_cache
+from gdjax.cache import QUICK_COMPILE, enable_compilation_cache
 from gdjax.errors import (
     CheckpointError,
     GdjaxError,
@@ -87,6 +87,7 @@ __all__ = [
     "LossSpec",
     "IgnoredBatchWarning",
     "NonFiniteError",
+    "QUICK_COMPILE",
     "Recording",
     "RejectNonfiniteState",
     "Regime",

@@ -638,6 +638,8 @@ def fit_auto_step(
         driving=driving,
     )
 
+    single = runs.advance_for(dataclasses.replace(driving, donate=False))
+
     def advance(program, state, inputs, epoch_limit):
         epoch = int(np.min(np.asarray(state.epoch)))
         if epoch > 0:
@@ -646,7 +648,7 @@ def fit_auto_step(
             state = state._replace(
                 opt_state=transforms.set_hyperparams(state.opt_state, learning_rate=eta)
             )
-        return runs.advance(program, state, inputs, epoch_limit)
+        return single(program, state, inputs, epoch_limit)
 
     state = runs.drive(
         run, advance=advance, driving=dataclasses.replace(driving, chunk_epochs=k)

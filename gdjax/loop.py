@@ -662,10 +662,30 @@ def run_epochs(
     return jax.lax.while_loop(going, body, state)
 
 
-advance = jax.jit(run_epochs, static_argnums=0)
+def jit_run(
+    fn: Callable, *, donate: bool = False, options: tuple[tuple[str, Any], ...] = ()
+) -> Callable:
+    """``jax.jit`` of a run function ``fn(program, state, ...)``: the program
+    static, the state donated or not, XLA ``options`` (``compiler_options``,
+    sorted pairs; :class:`gdjax.spec.Driving`). One jitted function per
+    combination, so that each keeps its own compiled programs."""
+    return _jit_run(fn, bool(donate), tuple(options))
+
+
+@functools.cache
+def _jit_run(fn: Callable, donate: bool, options: tuple) -> Callable:
+    return jax.jit(
+        fn,
+        static_argnums=0,
+        donate_argnums=1 if donate else (),
+        compiler_options=dict(options) or None,
+    )
+
+
+advance = jit_run(run_epochs)
 """``jit(run_epochs)``: the compiled run of one member."""
 
-advance_donated = jax.jit(run_epochs, static_argnums=0, donate_argnums=1)
+advance_donated = jit_run(run_epochs, donate=True)
 """As :data:`advance`, donating the state's buffers."""
 
 
@@ -677,7 +697,7 @@ def run_members(
     return jax.vmap(run, in_axes=(0, MEMBER_AXES, None))(state, inputs, epoch_limit)
 
 
-advance_members = jax.jit(run_members, static_argnums=0, donate_argnums=1)
+advance_members = jit_run(run_members, donate=True)
 """The compiled run of a sweep's members (donates their state)."""
 
 
@@ -733,6 +753,7 @@ __all__ = [
     "fast_epoch",
     "first_bad_leaf",
     "initial_state",
+    "jit_run",
     "join_callable",
     "leaf_flags",
     "record_epoch",

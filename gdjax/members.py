@@ -590,9 +590,12 @@ def execute(plan: Plan, driving: Driving) -> RunState:
     from gdjax.results import FitResult
 
     run = member_run(plan)
+    advance = loop.jit_run(
+        loop.run_members, donate=True, options=driving.compiler_options
+    )
     state = runs.drive(
         run,
-        advance=loop.advance_members,
+        advance=advance,
         driving=driving,
         wrap=FitResult,
         donates=True,

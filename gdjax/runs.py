@@ -741,8 +741,14 @@ advance_donated = replaying(loop.advance_donated)
 
 
 def advance_for(driving: Driving) -> Callable:
-    """The compiled single-run program ``driving`` asks for."""
-    return advance_donated if driving.donate else advance
+    """The compiled single-run program ``driving`` asks for (donating or not,
+    its ``compiler_options``)."""
+    if not driving.compiler_options:
+        return advance_donated if driving.donate else advance
+    jitted = loop.jit_run(
+        loop.run_epochs, donate=driving.donate, options=driving.compiler_options
+    )
+    return replaying(jitted)
 
 
 # ----------------------------------------------------------------------------- fit

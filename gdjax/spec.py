@@ -12,7 +12,8 @@ run as the same three values, or as flat keywords that build them:
 * :class:`Recording` — what the run records each epoch: ``metric``,
   ``monitors`` every ``monitor_every`` epochs, at most ``history_size`` rows.
 * :class:`Driving` — how the host drives it: ``chunk_epochs``, ``callback``,
-  ``progress``, ``donate``, ``raise_on_nonfinite``, ``check_finite``.
+  ``progress``, ``donate``, ``raise_on_nonfinite``, ``check_finite``,
+  ``compiler_options``.
 
 The flat keywords are the fields of the three classes; :func:`from_options`
 sorts them (from :func:`dataclasses.fields`, never from a list written
@@ -188,6 +189,11 @@ class Driving:
       raise_on_nonfinite: raise :class:`~gdjax.NonFiniteError` (carrying the
         result) instead of returning a failed result.
       check_finite: refuse data containing NaN or inf.
+      compiler_options: XLA options for the compiled run, passed to
+        ``jax.jit(..., compiler_options=...)`` (kept as sorted ``(name,
+        value)`` pairs). :data:`gdjax.QUICK_COMPILE` trades run time for
+        compile time on CPU; an option XLA does not know fails at compile time
+        with XLA's message.
     """
 
     chunk_epochs: int | None = None
@@ -196,9 +202,11 @@ class Driving:
     donate: bool = False
     raise_on_nonfinite: bool = False
     check_finite: bool = True
+    compiler_options: Any = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        set_(self, "compiler_options", check_compiler_options(self.compiler_options))
         if self.chunk_epochs is not None:
             set_(self, "chunk_epochs", V.check_count(self.chunk_epochs, "chunk_epochs"))
         V.check_callable(self.callback, "callback", "callback(result) -> bool", 1)
@@ -210,6 +218,39 @@ class Driving:
         return (
             self.chunk_epochs is not None or self.callback is not None or self.progress
         )
+
+
+def check_compiler_options(value: Any) -> tuple[tuple[str, Any], ...]:
+    """``compiler_options`` as sorted ``(name, value)`` pairs (``()`` for None).
+
+    Raises:
+      TypeError: not a mapping (or pairs) of option names (str) to a bool, an
+        int, a float or a str.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 for p in value
+    ):
+        items = list(value)
+    else:
+        raise GdjaxTypeError(
+            "compiler_options must be a mapping of XLA option names to values, "
+            f"e.g. gd.QUICK_COMPILE, got {type(value).__name__}."
+        )
+    for name, v in items:
+        if not isinstance(name, str):
+            raise GdjaxTypeError(
+                f"compiler_options keys must be XLA option names (str), got {name!r}."
+            )
+        if not isinstance(v, (bool, int, float, str)):
+            raise GdjaxTypeError(
+                f"compiler_options[{name!r}] must be a bool, int, float or str, "
+                f"got {type(v).__name__}."
+            )
+    return tuple(sorted(items))
 
 
 SPECS = (Stopping, Recording, Driving)

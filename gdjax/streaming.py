@@ -104,15 +104,9 @@ def stream_epoch(
     )
 
 
-_advance_epoch = jax.jit(stream_epoch, static_argnums=0, donate_argnums=1)
-
-
 def _members_epoch(program, state, inputs, valid):
     run = functools.partial(stream_epoch, program)
     return jax.vmap(run, in_axes=(0, loop.MEMBER_AXES, None))(state, inputs, valid)
-
-
-_advance_members_epoch = jax.jit(_members_epoch, static_argnums=0, donate_argnums=1)
 
 
 # --------------------------------------------------------------------------- the stream
@@ -399,7 +393,8 @@ def fit_stream(
         driving=dataclasses.replace(driving, check_finite=False),
     )
     run = _bounded(run)
-    state, records = _drive(run, stream, first, advance=_advance_epoch, driving=driving)
+    advance = loop.jit_run(stream_epoch, donate=True, options=driving.compiler_options)
+    state, records = _drive(run, stream, first, advance=advance, driving=driving)
     return runs.finish(_with_history(state, records), driving)
 
 
@@ -494,7 +489,14 @@ def sweep_stream(
     _, rep = members.shardings(plan)
     place: Callable[[Any], Any] = functools.partial(jax.device_put, device=rep)
     state, records = _drive(
-        run, stream, first, advance=_advance_members_epoch, driving=driving, place=place
+        run,
+        stream,
+        first,
+        advance=loop.jit_run(
+            _members_epoch, donate=True, options=driving.compiler_options
+        ),
+        driving=driving,
+        place=place,
     )
     host = members.to_host(_with_history(state, records), plan.members)
     shape = (len(seed_values), *(len(v) for _, v in axes.coords))

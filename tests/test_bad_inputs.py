@@ -776,6 +776,24 @@ def _cases() -> list[Case]:
             r"chunk_epochs must be an integer >= 1, got 0",
         ),
         Case(
+            "fit-compiler-options-str",
+            "gd.fit",
+            "compiler_options='xla_cpu_use_fusion_emitters'",
+            _fit(compiler_options="xla_cpu_use_fusion_emitters"),
+            TypeError,
+            r"compiler_options must be a mapping of XLA option names to values, "
+            r"e\.g\. gd\.QUICK_COMPILE, got str",
+        ),
+        Case(
+            "fit-compiler-options-list-value",
+            "gd.fit",
+            "compiler_options={'xla_cpu_use_fusion_emitters': [False]}",
+            _fit(compiler_options={"xla_cpu_use_fusion_emitters": [False]}),
+            TypeError,
+            r"compiler_options\['xla_cpu_use_fusion_emitters'\] must be a bool, int, "
+            r"float or str, got list",
+        ),
+        Case(
             "fit-metric-not-callable",
             "gd.fit",
             "metric=1",

@@ -916,3 +916,62 @@ def test_first_fit_from_cold_caches_compiles_one_program(dtype, compiles):
             jax.block_until_ready(r.params)
         assert c.count == 1
         assert r.history.loss.dtype == dtype and np.isfinite(r.history.loss).all()
+
+
+def test_quick_compile_is_the_default_run_bit_for_bit(x64, compiles):
+    """compiler_options=gd.QUICK_COMPILE (XLA's older CPU emitters) reaches
+    the compiled programs of fit, sweep and fit_stream: each compiles its own
+    program (one more per entry point), and the numbers are those of the
+    default programs, bit for bit (float64, a hand-written sum loss on an
+    MLP with momentum, odd n)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(29, 3))
+    y = np.cos(x[:, 0])
+
+    def loss(p, batch):
+        xb, yb = batch
+        return 0.5 * jnp.sum((gd.models.mlp(p, xb)[:, 0] - yb) ** 2)
+
+    params = gd.init.mlp(jax.random.key(2), [3, 6, 1], dtype=jnp.float64)
+    tx = gd.sgd(0.01, momentum=0.9)
+    kw = dict(epochs=3, regime=gd.minibatch(4, last_batch="drop"))
+
+    def runs_with(**options):
+        single = gd.fit(loss, params, (x, y), tx, key=KEY, **kw, **options)
+        swept = gd.sweep(loss, params, (x, y), tx, seeds=[0, 1],
+                         hyperparams={"learning_rate": [0.01, 0.02]}, **kw, **options)
+        stream = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 28, 4)]
+        streamed = gd.fit_stream(loss, params, stream, tx, steps_per_epoch=7,
+                                 last_batch="drop", **options)
+        return jax.device_get((single.state, swept.result.state, streamed.state))
+
+    default = runs_with()
+    with compiles() as c:
+        quick = runs_with(compiler_options=gd.QUICK_COMPILE)
+    assert c.count == 3
+    for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(quick), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ("xla_cpu_use_fusion_emitters", "mapping of XLA option names"),
+        ({1: True}, "option names \\(str\\)"),
+        ({"xla_cpu_use_fusion_emitters": [False]}, "must be a bool, int, float or str"),
+    ],
+)
+def test_bad_compiler_options_are_refused_before_compiling(value, match, compiles):
+    data, *_ = least_squares_problem(n=16)
+    params = zeros_params(4)
+    with compiles() as c, pytest.raises(TypeError, match=match):
+        gd.fit(ls_loss, params, data, gd.sgd(0.1), key=KEY, epochs=1,
+               compiler_options=value)
+    assert c.count == 0
+
+
+def test_an_option_xla_does_not_know_fails_naming_it():
+    data, *_ = least_squares_problem(n=16)
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        gd.fit(ls_loss, zeros_params(4), data, gd.sgd(0.1), key=KEY, epochs=1,
+               compiler_options={"xla_no_such_option": True})
