@@ -22,7 +22,11 @@ a notebook. Loads from that cache are counted with the compilations.
 Target (issue "Time to first result"): gdjax's first call (cold caches) at
 most 1.5x the optax loop's, with at most 3 compilations.
 
-    python benchmarks/first_call.py [--samples 5] [--workloads W1,W2,W3,W4,W5] [--warm]
+    python benchmarks/first_call.py [--samples 5] [--workloads W1,W2,W3,W4,W5] \
+        [--warm] [--quick]
+
+``--quick`` adds gdjax with ``compiler_options=gd.QUICK_COMPILE`` (XLA's older
+CPU emitters) as a third contender, in its own column.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ import gdjax as gd
 who, name = sys.argv[1], sys.argv[2]
 widths, batch, epochs = json.loads(sys.argv[3])
 cache = sys.argv[4]
-if cache and who == "gdjax":
+if cache and who.startswith("gdjax"):
     gd.enable_compilation_cache(cache, min_compile_time_s=0)
 elif cache:
     jax.config.update("jax_compilation_cache_dir", cache)
@@ -114,16 +118,17 @@ def epoch(p, s, k, tx):
     (p, s), _ = jax.lax.scan(step, (p, s), order)
     return p, s
 regime = gd.full_batch() if batch is None else gd.minibatch(b, last_batch="drop")
+opts = {"compiler_options": gd.QUICK_COMPILE} if who == "gdjax-quick" else {}
 c0 = count[0]
 t0 = time.perf_counter()
 if name == "W4":
     seeds, lrs = list(range(16)), [0.005, 0.01, 0.02, 0.05]
     init = lambda k: gd.init.mlp(k, widths)
-if name == "W4" and who == "gdjax":
+if name == "W4" and who.startswith("gdjax"):
     r = gd.sweep(gd.make_loss(apply, per), init, (x, y),
                  gd.sgd(lrs[0], momentum=momentum), seeds=seeds,
                  hyperparams={"learning_rate": lrs}, grid=True, epochs=epochs,
-                 regime=regime)
+                 regime=regime, **opts)
     jax.block_until_ready(r.result.params)
 elif name == "W4":
     xs, ys = jnp.asarray(x), jnp.asarray(y)
@@ -142,9 +147,10 @@ elif name == "W4":
         keys = jax.vmap(lambda k: jax.random.fold_in(k, e))(run_keys)
         p, s = vepoch(p, s, keys, lr_arr)
     jax.block_until_ready(p)
-elif who == "gdjax":
+elif who.startswith("gdjax"):
     r = gd.fit(gd.make_loss(apply, per), params, (x, y),
-               gd.sgd(0.05, momentum=momentum), key=key, epochs=epochs, regime=regime)
+               gd.sgd(0.05, momentum=momentum), key=key, epochs=epochs, regime=regime,
+               **opts)
     jax.block_until_ready(r.params)
 else:
     xs, ys = jnp.asarray(x), jnp.asarray(y)
@@ -169,25 +175,28 @@ def _sample(who: str, name: str, cache: str = "") -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(name: str, samples: int, warm: bool = False) -> dict:
-    """Medians over ``samples`` fresh processes per contender, interleaved."""
+def measure(name: str, samples: int, warm: bool = False, quick: bool = False) -> dict:
+    """Medians over ``samples`` fresh processes per contender, interleaved.
+    With ``quick``, gdjax with ``compiler_options=gd.QUICK_COMPILE`` is a third
+    contender (``quick_*`` keys)."""
+    who_all = ("gdjax", "optax") + (("gdjax-quick",) if quick else ())
     with tempfile.TemporaryDirectory() as folder:
-        caches = {"gdjax": "", "optax": ""}
+        caches = dict.fromkeys(who_all, "")
         if warm:  # one process per contender fills its own cache first
             for who in caches:
                 caches[who] = os.path.join(folder, who)
                 _sample(who, name, caches[who])
-        times: dict[str, list[float]] = {"gdjax": [], "optax": []}
-        compiles: dict[str, list[int]] = {"gdjax": [], "optax": []}
+        times: dict[str, list[float]] = {who: [] for who in who_all}
+        compiles: dict[str, list[int]] = {who: [] for who in who_all}
         for _ in range(samples):
-            for who in ("gdjax", "optax"):
+            for who in who_all:
                 got = _sample(who, name, caches[who])
                 times[who].append(got["seconds"])
                 compiles[who].append(got["compiles"])
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["gdjax"] / med["optax"]
     worst = max(compiles["gdjax"])
-    return {
+    row = {
         "workload": name,
         "warm": warm,
         "gdjax_s": med["gdjax"],
@@ -197,6 +206,11 @@ def measure(name: str, samples: int, warm: bool = False) -> dict:
         "optax_compiles": max(compiles["optax"]),
         "pass": ratio <= TARGET_RATIO and worst <= TARGET_COMPILES,
     }
+    if quick:
+        row["quick_s"] = med["gdjax-quick"]
+        row["quick_ratio"] = med["gdjax-quick"] / med["optax"]
+        row["quick_compiles"] = max(compiles["gdjax-quick"])
+    return row
 
 
 def main(argv=None) -> int:
@@ -206,21 +220,27 @@ def main(argv=None) -> int:
     parser.add_argument("--warm", action="store_true",
                         help="also measure with each contender's compilation "
                         "cache filled by an earlier process")
+    parser.add_argument("--quick", action="store_true",
+                        help="also measure gdjax with compiler_options="
+                        "gd.QUICK_COMPILE (an extra column)")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
+    extra = " gdjax QUICK_COMPILE (ratio) |" if args.quick else ""
     print("| workload | caches | gdjax first call | optax loop first call | ratio | "
-          "compiles (gdjax/optax) | target |")
-    print("|---|---|---|---|---|---|---|")
+          f"compiles (gdjax/optax) | target |{extra}")
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.quick else ""))
     rows = []
     for name in args.workloads.split(","):
         for warm in (False, True) if args.warm else (False,):
-            r = measure(name, args.samples, warm)
+            r = measure(name, args.samples, warm, args.quick)
             rows.append(r)
             verdict = ("PASS" if r["pass"] else "FAIL") if not warm else "–"
+            quick = (f" {r['quick_s']:.2f} s ({r['quick_ratio']:.2f}) |"
+                     if args.quick else "")
             print(f"| {name} {WORKLOADS[name][0]} | {'warm' if warm else 'cold'} | "
                   f"{r['gdjax_s']:.2f} s | {r['optax_s']:.2f} s | {r['ratio']:.2f} | "
                   f"{r['gdjax_compiles']}/{r['optax_compiles']} | {verdict} "
-                  f"(≤{TARGET_RATIO}×, ≤{TARGET_COMPILES}) |", flush=True)
+                  f"(≤{TARGET_RATIO}×, ≤{TARGET_COMPILES}) |{quick}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

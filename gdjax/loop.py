@@ -291,7 +291,9 @@ def all_finite(tree: PyTree) -> jax.Array:
     and NaN for :math:`\pm\infty` or NaN, and a sum of zeros cannot
     overflow, so :math:`\sum x \cdot 0` is finite exactly when every entry
     is. (``jnp.all(jnp.isfinite(x))`` compiles to three kernels per leaf on
-    CPU: the test, a split reduction and its tail.)
+    CPU: the test, a split reduction and its tail.) Quicker to compile, not to
+    run (a float sum against a boolean one): for the once-an-epoch test of
+    :func:`clean_epoch`, not for every step.
     """
     flags = [
         jnp.isfinite(jnp.sum(x * jnp.zeros((), x.dtype)))
@@ -321,7 +323,9 @@ def step_verdict(
     grad_ok = jax.lax.cond(
         jnp.isfinite(gnorm), lambda: jnp.bool_(True), lambda: jnp.all(leaf_flags(grads))
     )
-    par_ok = all_finite(new_params)
+    # Per leaf, not all_finite: per step on W4's 64 members x 70k parameters
+    # the float sum of x * 0 ran 12% slower than the isfinite-and reduction.
+    par_ok = jnp.all(leaf_flags(new_params))
     ok = loss_ok & grad_ok & par_ok
     why = jnp.where(
         ~loss_ok,
