@@ -710,7 +710,9 @@ def replaying(advance: Callable) -> Callable:
     comes back unrun (:data:`gdjax.loop.REPLAY`); it is then run by the
     checked program (``fast=False``, compiled only then), which gives the bits
     the in-program replay gives, and the fast program goes on. The status is
-    read after each call (the end of a run reads it anyway).
+    read after each call (the end of a run reads it anyway). The wrapper's
+    ``lower(program, ...)`` lowers the program it compiles first (for memory
+    figures).
     """
 
     def run(program: Program, state: RunState, inputs: Inputs, epoch_limit):
@@ -730,6 +732,12 @@ def replaying(advance: Callable) -> Callable:
             if not going or epoch + 1 >= int(epoch_limit):
                 return state
 
+    def lower(program: Program, *args: Any) -> Any:
+        """``advance.lower`` of the program ``run`` compiles first."""
+        jitted: Any = advance
+        return jitted.lower(single_program(program), *args)
+
+    setattr(run, "lower", lower)  # noqa: B010 - a function attribute
     return run
 
 
