@@ -9,7 +9,7 @@ call it before anything compiles (right after ``import gdjax``). ``gdjax
 demo`` turns it on (``--no-cache`` turns it off).
 
 On a CPU, :data:`QUICK_COMPILE` (``compiler_options=gd.QUICK_COMPILE``)
-compiles a run's program about 40% faster, for a run time 5% faster to 8%
+compiles a run's program 32-42% faster, for a run time 5% faster to 8%
 slower.
 
 Examples:

@@ -29,9 +29,10 @@ Properties the tests pin down: a run advanced in chunks (``epoch_limit``
 raised call by call) is bitwise the run done at once; a run stopped on NaN at
 step :math:`k` holds bitwise the state of the same run with ``max_steps=k``;
 under ``vmap`` every member keeps its own status and a stopped member is
-frozen. Tiny steps take a fast path (:func:`fast_epoch`): the epoch runs
-unchecked, is tested once, and is replayed with the checks only on trouble,
-which gives the same bits as checking every step.
+frozen. A fast program (:func:`fast_epoch`: tiny steps, or any single run
+without ``max_steps``) runs an epoch unchecked, tests it once, and replays it
+with the checks only on trouble, which gives the same bits as checking every
+step.
 """
 
 from __future__ import annotations
@@ -144,8 +145,9 @@ class Program(NamedTuple):
       monitors: ``((name, fn), ...)``, sorted.
       monitor_every: epochs between monitor evaluations.
       has_val: whether ``val_data`` is evaluated.
-      fast: tiny steps: the epoch-level check (:func:`fast_epoch`), chosen by
-        :mod:`gdjax.runs` from the step's size.
+      fast: the epoch-level check (:func:`fast_epoch`), chosen by
+        :mod:`gdjax.runs` from the step's size (tiny steps), or for any
+        single run without ``max_steps`` (:func:`gdjax.runs.single_program`).
       unroll: steps per iteration of the scan.
       bounded: a ``max_steps`` budget is set (so a fast epoch may have to be
         replayed to stop inside it); ``False`` only where ``max_steps`` is
@@ -153,6 +155,14 @@ class Program(NamedTuple):
       step_stats: each step computes its loss and gradient norm for the
         history; ``False`` (:class:`gdjax.Recording`) takes the gradient alone
         and the history's loss and gradient norm are NaN.
+      replay: a fast epoch in trouble is replayed checked inside the program
+        (:func:`fast_epoch`). ``False`` leaves the replay out: the run hands
+        the epoch back unrun (:data:`REPLAY`) for the host to run with the
+        checked program (``fast=False``; :func:`gdjax.runs.replaying`), a
+        smaller program to compile. The epoch's record (metric, monitors,
+        ``until``) is still evaluated before it is handed back, on
+        parameters that are then dropped: a side effect in them (a
+        ``jax.debug.callback``) fires for it.
     """
 
     loss: tuple
@@ -456,7 +466,7 @@ def clean_epoch(program: Program, inputs: Inputs, fast: StepCarry) -> jax.Array:
 def fast_epoch(
     program: Program, inputs: Inputs, carry: StepCarry, xs: tuple
 ) -> tuple[StepCarry, jax.Array | None]:
-    """One epoch of tiny steps: unchecked, tested once, replayed checked if needed.
+    """One fast epoch: unchecked, tested once, replayed checked if needed.
 
     Returns ``(carry, trouble)``. The epoch runs unchecked; if it is not
     :func:`clean_epoch` (a NaN, or the ``max_steps`` budget ending inside it)

@@ -43,10 +43,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import hashlib
 import inspect
 import itertools
 import numbers
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -459,16 +459,45 @@ def shardings(plan: Plan) -> tuple[Any, Any]:
 
 _START_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _START_PROGRAMS_KEPT = 32
+_START_PROGRAMS_LOCK = threading.Lock()
 
 
-def _fingerprint(consts: list) -> tuple:
-    def one(c: Any) -> tuple:
-        if isinstance(c, (jax.Array, np.ndarray, np.generic)):
-            a = np.asarray(jax.device_get(c))
-            return (a.dtype.str, a.shape, hashlib.sha1(a.tobytes()).hexdigest())
-        return (type(c).__name__, repr(c))
+def _held(jaxpr: Any) -> tuple:
+    """What the equations of ``jaxpr`` (and of the jaxprs inside them) hold
+    that its text does not show by value: a callback's function, a mesh, an
+    array. Hashable ones as themselves (compared by equality: functions by
+    identity), others by identity."""
+    held: list = []
 
-    return tuple(one(c) for c in consts)
+    def visit(v: Any) -> None:
+        if isinstance(v, jax.extend.core.ClosedJaxpr):
+            walk(v.jaxpr)
+            for c in v.consts:
+                visit(c)
+        elif isinstance(v, jax.extend.core.Jaxpr):
+            walk(v)
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                visit(x)
+        elif not isinstance(v, (str, int, float, complex, type(None), np.dtype)):
+            try:
+                hash(v)
+                held.append(v)
+            except TypeError:
+                held.append(("unhashable", id(v), v))
+
+    def walk(j: Any) -> None:
+        for eqn in j.eqns:
+            for v in eqn.params.values():
+                visit(v)
+
+    walk(jaxpr)
+    return tuple(h if not isinstance(h, tuple) else h[:2] for h in held)
+
+
+def _run_jaxpr(jaxpr: Any, consts: list, seed: Any) -> list:
+    closed = jax.extend.core.ClosedJaxpr(jaxpr, consts)
+    return jax.extend.core.jaxpr_as_fun(closed)(seed)
 
 
 def start_program(init: Callable | None) -> Callable:
@@ -476,13 +505,16 @@ def start_program(init: Callable | None) -> Callable:
     one program for every seed of a sweep, and for every ``init`` that traces
     to the same program.
 
-    The program is remembered by what it traces to (its jaxpr's text and the
-    values of its constants), not by the ``init`` function object: a fresh
-    ``lambda k: gd.init.mlp(k, widths)`` at every call of a notebook cell
-    finds the program the last one compiled. (Op by op, the keys and ``init``
-    compiled a program per op and shape at a first sweep: 16 for W4's MLP,
-    1.0 s; as one program, 0.6 s.) With ``init=None`` (shared parameters) it
-    draws the keys alone.
+    The program is remembered by what it traces to (its jaxpr's text, and
+    what its equations hold that the text does not show: a callback's
+    function), not by the ``init`` function object: a fresh ``lambda k:
+    gd.init.mlp(k, widths)`` at every call of a notebook cell finds the
+    program the last one compiled. The arrays ``init`` closes over are inputs
+    of the program, passed at each call: two inits that differ in their
+    values share it, and nothing here keeps them alive. (Op by op, the keys
+    and ``init`` compiled a program per op and shape at a first sweep: 16 for
+    W4's MLP, 1.0 s; as one program, 0.6 s.) With ``init=None`` (shared
+    parameters) it draws the keys alone.
     """
 
     def start(seed: Any) -> tuple[jax.Array, Params | None]:
@@ -493,19 +525,21 @@ def start_program(init: Callable | None) -> Callable:
     seed = jax.ShapeDtypeStruct((), np.uint32)
     closed, out_shape = jax.make_jaxpr(start, return_shape=True)(seed)
     treedef = jax.tree.structure(out_shape)
-    name = (str(closed.jaxpr), treedef, _fingerprint(closed.consts))
-    found = _START_PROGRAMS.get(name)
-    if found is not None:
-        _START_PROGRAMS.move_to_end(name)
-        return found
-    flat = jax.jit(jax.extend.core.jaxpr_as_fun(closed))
+    name = (str(closed.jaxpr), _held(closed.jaxpr), treedef)
+    with _START_PROGRAMS_LOCK:
+        flat = _START_PROGRAMS.get(name)
+        if flat is None:
+            flat = jax.jit(functools.partial(_run_jaxpr, closed.jaxpr))
+            _START_PROGRAMS[name] = flat
+            if len(_START_PROGRAMS) > _START_PROGRAMS_KEPT:
+                _START_PROGRAMS.popitem(last=False)
+        else:
+            _START_PROGRAMS.move_to_end(name)
+    consts = list(closed.consts)
 
     def program(seed: np.uint32) -> tuple[jax.Array, Params | None]:
-        return jax.tree.unflatten(treedef, flat(seed))
+        return jax.tree.unflatten(treedef, flat(consts, seed))
 
-    _START_PROGRAMS[name] = program
-    if len(_START_PROGRAMS) > _START_PROGRAMS_KEPT:
-        _START_PROGRAMS.popitem(last=False)
     return program
 
 

@@ -687,15 +687,14 @@ def finish(state: RunState, driving: Driving) -> FitResult:
 
 
 def single_program(program: Program) -> Program:
-    """The program :func:`replaying` compiles for a single run.
+    """The program :class:`replaying` compiles first for a single run.
 
     Without ``max_steps`` every epoch takes the fast path (``fast=True``),
     whatever the size of its steps, and without its replay
     (``replay=False``): the steps run unchecked and the epoch is tested once.
     That program is the smallest to compile (W2: 0.52 to 0.38 s, W3: 0.83 to
-    0.59 s) and does not check every step. An epoch in trouble can only hold
-    a NaN or inf, and the run stops in it. (With ``max_steps`` the last epoch
-    is in trouble in every run that reaches it: the program stays as
+    0.59 s) and does not check every step. (With ``max_steps`` the last
+    epoch is in trouble in every run that reaches it: the program stays as
     prepared, its replay inside.)
     """
     if program.bounded:
@@ -703,42 +702,40 @@ def single_program(program: Program) -> Program:
     return program._replace(fast=True, replay=False)
 
 
-def replaying(advance: Callable) -> Callable:
+class replaying:  # noqa: N801 - used as a function: advance = replaying(...)
     """A single run's ``advance``, with the fast path's replay done on the host.
 
-    The compiled program is :func:`single_program`'s. An epoch in trouble
-    comes back unrun (:data:`gdjax.loop.REPLAY`); it is then run by the
-    checked program (``fast=False``, compiled only then), which gives the bits
-    the in-program replay gives, and the fast program goes on. The status is
-    read after each call (the end of a run reads it anyway). The wrapper's
-    ``lower(program, ...)`` lowers the program it compiles first (for memory
-    figures).
+    ``replaying(jitted)(program, state, inputs, epoch_limit)`` runs
+    :func:`single_program`'s program. An epoch in trouble comes back unrun
+    (:data:`gdjax.loop.REPLAY`): a NaN or inf, or (rarely) a loss or
+    gradient-norm sum that overflowed although every step was finite. The
+    checked program (``fast=False``, compiled only then) runs it, which gives
+    the bits the in-program replay gives, and goes on to ``epoch_limit``
+    itself: a run that a NaN stops stops there, and one whose sums overflow
+    is not handed back epoch after epoch. The status is read after each call
+    (the end of a run reads it anyway). ``lower(program, ...)`` lowers the
+    program it compiles first (for memory figures).
     """
 
-    def run(program: Program, state: RunState, inputs: Inputs, epoch_limit):
+    def __init__(self, jitted: Any):
+        self.jitted = jitted
+
+    def __call__(
+        self, program: Program, state: RunState, inputs: Inputs, epoch_limit: Any
+    ) -> RunState:
         fast = single_program(program)
+        state = self.jitted(fast, state, inputs, epoch_limit)
         if fast.replay:
-            return advance(fast, state, inputs, epoch_limit)
-        while True:
-            state = advance(fast, state, inputs, epoch_limit)
-            status, epoch = (int(v) for v in gather((state.status, state.epoch)))
-            if status != loop.REPLAY:
-                return state
-            state = state._replace(status=np.int32(Status.RUNNING))
-            state = advance(
-                program._replace(fast=False), state, inputs, np.int32(epoch + 1)
-            )
-            going = int(gather(state.status)) == Status.RUNNING
-            if not going or epoch + 1 >= int(epoch_limit):
-                return state
+            return state
+        status = int(gather(state.status))
+        if status != loop.REPLAY:
+            return state
+        state = state._replace(status=np.int32(Status.RUNNING))
+        return self.jitted(program._replace(fast=False), state, inputs, epoch_limit)
 
-    def lower(program: Program, *args: Any) -> Any:
-        """``advance.lower`` of the program ``run`` compiles first."""
-        jitted: Any = advance
-        return jitted.lower(single_program(program), *args)
-
-    setattr(run, "lower", lower)  # noqa: B010 - a function attribute
-    return run
+    def lower(self, program: Program, *args: Any) -> Any:
+        """``jitted.lower`` of the program a call compiles first."""
+        return self.jitted.lower(single_program(program), *args)
 
 
 advance = replaying(loop.advance)

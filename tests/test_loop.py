@@ -713,6 +713,36 @@ def test_host_replay_equals_per_step_checks(trips, width, monkeypatch, compiles)
         assert slow.epoch == 8 and slow.stopped_by == gd.Status.MAX_EPOCHS
 
 
+def test_overflowing_sums_replay_once_and_go_on_checked(monkeypatch, compiles):
+    """Every step finite, the epoch's loss sum not (3e38 a step in float32):
+    the first epoch comes back in trouble, and its checked replay goes on to
+    the end of the run itself (two programs, not a hand-back per epoch), to
+    the bits of the run that checks every step."""
+    (x, y), *_ = least_squares_problem(n=40)
+
+    def huge_loss(p, batch):
+        return jnp.float32(3e38) + ls_loss(p, batch)
+
+    kw = dict(key=KEY, epochs=6, regime=gd.minibatch(4))
+    calls = []
+    jitted = runs.advance.jitted
+
+    def counted(program, *args):
+        calls.append(program.fast)
+        return jitted(program, *args)
+
+    monkeypatch.setattr(runs.advance, "jitted", counted)
+    with compiles() as c:
+        fast = gd.fit(huge_loss, zeros_params(4), (x, y), gd.sgd(0.05), **kw)
+    assert c.count == 2 and calls == [True, False]
+    monkeypatch.undo()
+    assert fast.stopped_by == gd.Status.MAX_EPOCHS and fast.epoch == 6
+    assert np.isinf(fast.history.loss).all()
+    check_every_step(monkeypatch)
+    slow = gd.fit(huge_loss, zeros_params(4), (x, y), gd.sgd(0.05), **kw)
+    assert_trees_equal(jax.device_get(fast.state), jax.device_get(slow.state))
+
+
 def test_single_program_leaves_the_replay_out():
     """Without max_steps a single run's program has no replay (fewer while
     loops than the prepared one, which keeps it for sweeps); with max_steps
@@ -921,9 +951,10 @@ def test_first_fit_from_cold_caches_compiles_one_program(dtype, compiles):
 def test_quick_compile_is_the_default_run_bit_for_bit(x64, compiles):
     """compiler_options=gd.QUICK_COMPILE (XLA's older CPU emitters) reaches
     the compiled programs of fit, sweep and fit_stream: each compiles its own
-    program (one more per entry point), and the numbers are those of the
-    default programs, bit for bit (float64, a hand-written sum loss on an
-    MLP with momentum, odd n)."""
+    program (one more per entry point), and the numbers are those of XLA's
+    default emitters, bit for bit (float64, a hand-written sum loss on an MLP
+    with momentum, odd n). The default emitters are asked for by name: the
+    quick test run turns the older ones on for every program (conftest)."""
     rng = np.random.default_rng(5)
     x = rng.normal(size=(29, 3))
     y = np.cos(x[:, 0])
@@ -945,7 +976,7 @@ def test_quick_compile_is_the_default_run_bit_for_bit(x64, compiles):
                                  last_batch="drop", **options)
         return jax.device_get((single.state, swept.result.state, streamed.state))
 
-    default = runs_with()
+    default = runs_with(compiler_options={"xla_cpu_use_fusion_emitters": True})
     with compiles() as c:
         quick = runs_with(compiler_options=gd.QUICK_COMPILE)
     assert c.count == 3
