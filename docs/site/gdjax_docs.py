@@ -346,9 +346,21 @@ def _api_page(cat: Catalogue, slug: str, title: str) -> str | None:
     return "\n".join(lines) + "\n" if body else None
 
 
-def _summary(obj: Any) -> str:
-    """The first sentence of the docstring's first paragraph."""
-    paragraph = (inspect.getdoc(obj) or "").strip().split("\n\n")[0]
+def _attr_doc(full: str) -> str:
+    """The docstring under a module constant (``""`` if none)."""
+    modname, _, name = full.rpartition(".")
+    try:
+        docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
+    except PycodeError:
+        return ""
+    return "\n".join(docs.get(("", name), []))
+
+
+def _summary(obj: Any, full: str = "") -> str:
+    """The first sentence of the docstring's first paragraph (a constant's:
+    the docstring under it, not its type's)."""
+    doc = _attr_doc(full) if _kind(obj) == "data" else inspect.getdoc(obj)
+    paragraph = (doc or "").strip().split("\n\n")[0]
     text = " ".join(paragraph.split())
     match = re.search(r"(?<=[.!?])\s(?=[A-Z`(])", text)
     return text[: match.start()] if match else text
@@ -378,7 +390,7 @@ def _api_index(cat: Catalogue, slugs: list[str]) -> str:
         else:
             target = cat.canonical[id(obj)]
             role = "obj"
-        first = _summary(obj)
+        first = _summary(obj, target)
         lines += [f"   * - :py:{role}:`gd.{name} <{target}>`", f"     - {first}"]
     lines += ["", "Pages: " + ", ".join(f":doc:`{slug}`" for slug in slugs) + "."]
     return "\n".join(lines) + "\n"
