@@ -500,7 +500,7 @@ def _run_jaxpr(jaxpr: Any, consts: list, seed: Any) -> list:
     return jax.extend.core.jaxpr_as_fun(closed)(seed)
 
 
-def start_program(init: Callable | None) -> Callable:
+def start_program(init: Callable | None, options: tuple = ()) -> Callable:
     """``seed -> (run-key data, init(init_key))`` compiled (:func:`seed_keys`):
     one program for every seed of a sweep, and for every ``init`` that traces
     to the same program.
@@ -514,7 +514,8 @@ def start_program(init: Callable | None) -> Callable:
     values share it, and nothing here keeps them alive. (Op by op, the keys
     and ``init`` compiled a program per op and shape at a first sweep: 16 for
     W4's MLP, 1.0 s; as one program, 0.6 s.) With ``init=None`` (shared
-    parameters) it draws the keys alone.
+    parameters) it draws the keys alone. ``options``: the sweep's
+    ``compiler_options`` (:class:`gdjax.spec.Driving`).
     """
 
     def start(seed: Any) -> tuple[jax.Array, Params | None]:
@@ -525,11 +526,14 @@ def start_program(init: Callable | None) -> Callable:
     seed = jax.ShapeDtypeStruct((), np.uint32)
     closed, out_shape = jax.make_jaxpr(start, return_shape=True)(seed)
     treedef = jax.tree.structure(out_shape)
-    name = (str(closed.jaxpr), _held(closed.jaxpr), treedef)
+    name = (str(closed.jaxpr), _held(closed.jaxpr), treedef, options)
     with _START_PROGRAMS_LOCK:
         flat = _START_PROGRAMS.get(name)
         if flat is None:
-            flat = jax.jit(functools.partial(_run_jaxpr, closed.jaxpr))
+            flat = jax.jit(
+                functools.partial(_run_jaxpr, closed.jaxpr),
+                compiler_options=dict(options) or None,
+            )
             _START_PROGRAMS[name] = flat
             if len(_START_PROGRAMS) > _START_PROGRAMS_KEPT:
                 _START_PROGRAMS.popitem(last=False)
@@ -543,7 +547,9 @@ def start_program(init: Callable | None) -> Callable:
     return program
 
 
-def initial_state(plan: Plan) -> tuple[np.ndarray, PyTree, PyTree]:
+def initial_state(
+    plan: Plan, options: tuple = ()
+) -> tuple[np.ndarray, PyTree, PyTree]:
     """Each member's run-key data, initial parameters and transform state,
     stacked on the host (a leading member axis).
 
@@ -553,7 +559,7 @@ def initial_state(plan: Plan) -> tuple[np.ndarray, PyTree, PyTree]:
     is NumPy zeros, which compile nothing (vmapped over the stacked members it
     compiled a broadcast per shape).
     """
-    start = start_program(plan.init)
+    start = start_program(plan.init, options)
     per_seed = []
     for s in plan.seeds.tolist():
         run_key, params = start(np.uint32(s))
@@ -578,11 +584,12 @@ def initial_state(plan: Plan) -> tuple[np.ndarray, PyTree, PyTree]:
     return key_data, stack(1), stack(2)
 
 
-def member_run(plan: Plan) -> runs.Run:
-    """The stacked initial state and inputs of a plan, on the devices."""
+def member_run(plan: Plan, options: tuple = ()) -> runs.Run:
+    """The stacked initial state and inputs of a plan, on the devices
+    (``options``: the sweep's ``compiler_options``, for its start program)."""
     run = plan.run
     shard, rep = shardings(plan)
-    key_data, params, opt_state = initial_state(plan)
+    key_data, params, opt_state = initial_state(plan, options)
     # sharding.place, not jax.device_put: across processes device_put checks
     # that every process holds equal values, and the NaN of an unwritten
     # history never equals itself.
@@ -623,7 +630,7 @@ def execute(plan: Plan, driving: Driving) -> RunState:
     """Run a plan's members to their stops; their state on the host."""
     from gdjax.results import FitResult
 
-    run = member_run(plan)
+    run = member_run(plan, driving.compiler_options)
     advance = loop.jit_run(
         loop.run_members, donate=True, options=driving.compiler_options
     )

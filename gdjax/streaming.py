@@ -485,7 +485,7 @@ def sweep_stream(
         recording=recording,
         driving=dataclasses.replace(driving, check_finite=False),
     )
-    run = _bounded(members.member_run(plan))
+    run = _bounded(members.member_run(plan, driving.compiler_options))
     _, rep = members.shardings(plan)
     place: Callable[[Any], Any] = functools.partial(jax.device_put, device=rep)
     state, records = _drive(
