@@ -483,8 +483,8 @@ def _held(jaxpr: Any) -> tuple:
             try:
                 hash(v)
                 held.append(v)
-            except TypeError:
-                held.append(("unhashable", id(v), v))
+            except TypeError:  # kept alive by the jaxpr the program holds
+                held.append(("unhashable", id(v)))
 
     def walk(j: Any) -> None:
         for eqn in j.eqns:
@@ -492,7 +492,7 @@ def _held(jaxpr: Any) -> tuple:
                 visit(v)
 
     walk(jaxpr)
-    return tuple(h if not isinstance(h, tuple) else h[:2] for h in held)
+    return tuple(held)
 
 
 def _run_jaxpr(jaxpr: Any, consts: list, seed: Any) -> list:

@@ -692,10 +692,11 @@ def single_program(program: Program) -> Program:
     Without ``max_steps`` every epoch takes the fast path (``fast=True``),
     whatever the size of its steps, and without its replay
     (``replay=False``): the steps run unchecked and the epoch is tested once.
-    That program is the smallest to compile (W2: 0.52 to 0.38 s, W3: 0.83 to
-    0.59 s) and does not check every step. (With ``max_steps`` the last
-    epoch is in trouble in every run that reaches it: the program stays as
-    prepared, its replay inside.)
+    That program is the smallest to compile (compile alone, fastest of 3 from
+    cold caches, ``python benchmarks/compile_time.py``: W2 0.47 -> 0.31 s, W3
+    0.62 -> 0.40 s, W5 0.55 -> 0.36 s) and does not check every step. (With
+    ``max_steps`` the last epoch is in trouble in every run that reaches it:
+    the program stays as prepared, its replay inside.)
     """
     if program.bounded:
         return program

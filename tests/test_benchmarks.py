@@ -173,6 +173,21 @@ def test_cli_rejects_unknown_names():
         main(["--contenders", "gdjax,keras"])
 
 
+def test_compile_time_lowers_public_programs():
+    """benchmarks/compile_time.py compiles the prepared and the single-run
+    program through public names (gd.runs.prepare, gd.runs.single_program,
+    gd.loop.advance): a renamed one fails here, not in a reader's shell. The
+    single program is the one without the replay; it refuses a sweep."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import compile_time
+
+    best = compile_time.compile_times("W5", 1, quick=True)
+    assert set(best) == {"prepared", "single", "single, QUICK_COMPILE"}
+    assert all(0 < t < math.inf for t in best.values())
+    with pytest.raises(SystemExit, match="is a sweep"):
+        compile_time.main(["--workloads", "W4", "--repeats", "1"])
+
+
 def test_gdjax_memory_figures_come_from_public_names(smoke):
     # gdjax_fit and w4_sweep lower gd.fit's and gd.sweep's own programs
     # (gd.runs.prepare / gd.members.* / gd.loop.advance*): a renamed or removed
